@@ -1,0 +1,151 @@
+"""All of Vigil's settings in one typed place.
+
+Every setting is an environment variable with a ``VIGIL_`` prefix (documented in the
+README). Nothing else in the code base reads ``os.environ`` for Vigil settings: call
+:func:`load` and use the returned :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+def _env(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "")
+    return value if value.strip() else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _env(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _env(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Vigil's configuration, read from ``VIGIL_*`` environment variables."""
+
+    home: Path = field(default_factory=lambda: Path.cwd() / ".vigil")
+    tracking_uri: str = ""
+    model: str = "models:/iris@champion"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    grpc_port: int = 8001
+    workers: int = 1
+    monitor_url: str = "http://127.0.0.1:3100"
+    monitor_port: int = 3100
+    slo_p99_ms: float = 25.0
+    max_batch_size: int = 64
+    max_latency_ms: float = 0.0  # 0 = derive from the SLO, see `batch_latency_ms`
+    max_rows_per_request: int = 1024
+    max_body_bytes: int = 1 << 20
+    max_queue_rows: int = 4096
+    ort_threads: int = 1
+
+    @property
+    def mlflow_uri(self) -> str:
+        """Tracking + registry URI: the explicit one, or SQLite under the home."""
+        return self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where experiments created by Vigil keep artifacts with the embedded registry."""
+        return self.home / "artifacts"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
+    @property
+    def model_cache(self) -> Path:
+        """Downloaded ONNX models, one folder per registered name and version."""
+        return self.home / "cache" / "models"
+
+    @property
+    def batch_latency_ms(self) -> float:
+        """How long the batcher may hold a request for more rows to arrive.
+
+        BentoML's default (60 s) is meant for throughput jobs. On a latency path the
+        batching wait must be a small slice of the p99 SLO, or the queue alone spends
+        the budget: we take a tenth of it, capped at 5 ms, unless set explicitly.
+        """
+        if self.max_latency_ms > 0:
+            return self.max_latency_ms
+        return min(5.0, self.slo_p99_ms / 10.0)
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    return Settings(
+        home=Path(_env(env, "VIGIL_HOME", str(defaults.home))).expanduser().resolve(),
+        tracking_uri=_env(env, "VIGIL_TRACKING_URI", ""),
+        model=_env(env, "VIGIL_MODEL", defaults.model),
+        host=_env(env, "VIGIL_HOST", defaults.host),
+        port=_int(env, "VIGIL_PORT", defaults.port, 1),
+        grpc_port=_int(env, "VIGIL_GRPC_PORT", defaults.grpc_port, 1),
+        workers=_int(env, "VIGIL_WORKERS", defaults.workers, 1),
+        monitor_url=_env(env, "VIGIL_MONITOR_URL", defaults.monitor_url),
+        monitor_port=_int(env, "VIGIL_MONITOR_PORT", defaults.monitor_port, 1),
+        slo_p99_ms=_float(env, "VIGIL_SLO_P99_MS", defaults.slo_p99_ms, 0.1),
+        max_batch_size=_int(env, "VIGIL_MAX_BATCH_SIZE", defaults.max_batch_size, 1),
+        max_latency_ms=_float(env, "VIGIL_MAX_LATENCY_MS", defaults.max_latency_ms),
+        max_rows_per_request=_int(env, "VIGIL_MAX_ROWS_PER_REQUEST", defaults.max_rows_per_request, 1),
+        max_body_bytes=_int(env, "VIGIL_MAX_BODY_BYTES", defaults.max_body_bytes, 64),
+        max_queue_rows=_int(env, "VIGIL_MAX_QUEUE_ROWS", defaults.max_queue_rows, 1),
+        ort_threads=_int(env, "VIGIL_ORT_THREADS", defaults.ort_threads, 1),
+    )
+
+
+# Third-party switches that Vigil turns off unless the user set them: usage tracking and
+# telemetry of whylogs, MLflow and BentoML, and MLflow's git/env probing noise.
+THIRD_PARTY_DEFAULTS: dict[str, str] = {
+    "WHYLOGS_NO_ANALYTICS": "True",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "BENTOML_DO_NOT_TRACK": "True",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def process_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a Vigil child process (server, monitor, job) should run with."""
+    env = dict(os.environ if base is None else base)
+    for key, value in THIRD_PARTY_DEFAULTS.items():
+        env.setdefault(key, value)
+    env.setdefault("BENTOML_HOME", str(settings.bentoml_home))
+    env["VIGIL_HOME"] = str(settings.home)
+    env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_uri)
+    return env
+
+
+def apply_to_process(settings: Settings) -> None:
+    """Set the third-party defaults in this process (before importing mlflow/bentoml)."""
+    for key, value in process_env(settings).items():
+        os.environ.setdefault(key, value)
+
+
+def replace(settings: Settings, **changes: object) -> Settings:
+    """A copy of ``settings`` with some fields changed (tests and the CLI use it)."""
+    return dataclasses.replace(settings, **changes)
