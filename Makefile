@@ -1,0 +1,36 @@
+# Vigil's two commands: `make demo` (the main job) and `make test`.
+# Both create/refresh .venv first, so a fresh clone needs only Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean help
+
+help:
+	@echo "make install  create/refresh .venv with pinned dependencies"
+	@echo "make demo     train, convert, serve and predict end to end (embedded defaults)"
+	@echo "make test     the whole test suite"
+	@echo "make clean    remove .vigil runtime state"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Vigil needs Python 3.11, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/vigil demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration"
+
+clean:
+	rm -rf .vigil
