@@ -6,7 +6,10 @@ writers and readers cannot drift apart.
 
 Run artifacts (on the MLflow run that produced the version):
 
-    model/                     the MLflow sklearn model (signature + input example)
+    model/                     the MLflow sklearn model (signature + input example). In
+                               MLflow 3 this is a LoggedModel named "model", stored outside
+                               the run's artifacts: load it as models:/<name>/<version>
+                               (the version's `source` is models:/m-<id>)
     vigil/reference.parquet    reference sample of the training rows: feature columns,
                                the target column, `prediction`, and for classifiers one
                                `proba_<class>` column per class (for drift later)
@@ -32,7 +35,7 @@ PARITY_FILE = "parity.json"
 TAG_TASK = "vigil.task"  # "classification" | "regression"
 TAG_TARGET = "vigil.target"  # name of the target column
 TAG_DATASET = "vigil.dataset"  # "iris", "csv:<file name>", ...
-TAG_ESTIMATOR = "vigil.estimator"  # the estimator's key, e.g. "logreg", "mixed-pipeline"
+TAG_ESTIMATOR = "vigil.estimator"  # the estimator's key, e.g. "logreg", "pipeline"
 TAG_RUN_ID = "vigil.run_id"  # run holding the artifacts above
 TAG_METRIC_PREFIX = "vigil.metric."  # + holdout metric name, e.g. vigil.metric.accuracy
 TAG_PRIMARY_METRIC = "vigil.primary_metric"  # "accuracy" (classifiers) | "r2" (regressors)
