@@ -30,6 +30,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _env(env, name, "1" if default else "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
     raw = _env(env, name, str(default))
     try:
@@ -61,6 +70,16 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_queue_rows: int = 4096
     ort_threads: int = 1
+    # Monitoring: the producer in the service (profile stream) and the monitor process.
+    profile_stream: bool = True  # VIGIL_PROFILE_STREAM=0 turns the producer off
+    profile_queue_size: int = 1024  # batches waiting for the profiling thread
+    profile_spool_bytes: int = 64 << 20  # on-disk spool cap while the monitor is away
+    profile_send_timeout_s: float = 2.0
+    monitor_window_seconds: int = 60  # tumbling window length (event time)
+    monitor_drift_share: float = 0.5  # dataset drift when this share of features drifted
+    monitor_drift_alpha: float = 0.05  # KS / chi-square significance for small windows
+    monitor_retention_seconds: int = 7 * 24 * 3600  # pending predictions/labels kept
+    monitor_max_body_bytes: int = 16 << 20
 
     @property
     def mlflow_uri(self) -> str:
@@ -71,6 +90,16 @@ class Settings:
     def artifact_root(self) -> Path:
         """Where experiments created by Vigil keep artifacts with the embedded registry."""
         return self.home / "artifacts"
+
+    @property
+    def monitor_home(self) -> Path:
+        """The monitor's persisted state (SQLite) and reference cache."""
+        return self.home / "monitor"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Profiles the service could not deliver yet, replayed in order."""
+        return self.home / "spool" / "profiles"
 
     @property
     def bentoml_home(self) -> Path:
@@ -115,6 +144,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "VIGIL_MAX_BODY_BYTES", defaults.max_body_bytes, 64),
         max_queue_rows=_int(env, "VIGIL_MAX_QUEUE_ROWS", defaults.max_queue_rows, 1),
         ort_threads=_int(env, "VIGIL_ORT_THREADS", defaults.ort_threads, 1),
+        profile_stream=_bool(env, "VIGIL_PROFILE_STREAM", defaults.profile_stream),
+        profile_queue_size=_int(env, "VIGIL_PROFILE_QUEUE_SIZE", defaults.profile_queue_size, 1),
+        profile_spool_bytes=_int(env, "VIGIL_PROFILE_SPOOL_BYTES", defaults.profile_spool_bytes),
+        profile_send_timeout_s=_float(env, "VIGIL_PROFILE_SEND_TIMEOUT_S", defaults.profile_send_timeout_s, 0.05),
+        monitor_window_seconds=_int(env, "VIGIL_MONITOR_WINDOW_SECONDS", defaults.monitor_window_seconds, 1),
+        monitor_drift_share=_float(env, "VIGIL_MONITOR_DRIFT_SHARE", defaults.monitor_drift_share, 0.0),
+        monitor_drift_alpha=_float(env, "VIGIL_MONITOR_DRIFT_ALPHA", defaults.monitor_drift_alpha, 1e-9),
+        monitor_retention_seconds=_int(env, "VIGIL_MONITOR_RETENTION_SECONDS", defaults.monitor_retention_seconds, 1),
+        monitor_max_body_bytes=_int(env, "VIGIL_MONITOR_MAX_BODY_BYTES", defaults.monitor_max_body_bytes, 1024),
     )
 
 

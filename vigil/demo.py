@@ -6,71 +6,19 @@ send a few hundred predictions → print what a user wants to see → shut down.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 import requests
 
 from vigil import config
 from vigil.config import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from vigil.procs import free_port, running
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
-
-
-@contextmanager
-def running(argv: list[str], env: dict[str, str], ready_url: str, log: Path, timeout: float = 90.0) -> Iterator[subprocess.Popen]:
-    """Start a server process, wait until `ready_url` answers 200, stop it on exit."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-            start_new_session=True,  # its own process group: we stop the server and its workers together
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; log: {log}\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {timeout:.0f}s; log: {log}")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 def _load(url: str, rows: list[list[float]], count: int, concurrency: int = 8) -> list[float]:
@@ -111,7 +59,7 @@ def run_demo(settings: Settings, requests_count: int = 400) -> int:
     report = convert_version(settings, ModelRef(result.name, version=result.version), progress=True)
     print(report.summary())
 
-    port = _free_port()
+    port = free_port()
     settings = config.replace(settings, model=f"models:/{result.name}/{result.version}")
     argv, env = serve_command(settings, port=port)
     base = f"http://127.0.0.1:{port}"

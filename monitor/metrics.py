@@ -1,0 +1,104 @@
+"""Prometheus exposition of the monitor's state, read at scrape time.
+
+A custom collector rather than live Gauges: the numbers live in SQLite and in the
+per-window drift reports, and reading them on scrape means nothing goes stale after a
+restart. Labels are bounded: model, version, feature, method, metric, reason — never
+request or batch ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor.state import Monitor
+
+MV = ["model", "version"]
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+class MonitorCollector(Collector):
+    """Yields every `vigil_monitor_*` family from a `Monitor`."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        status = self.monitor.status()
+        yield from self._ingest(status)
+        yield from self._labels(status)
+        yield from self._drift()
+
+    def _ingest(self, status: dict[str, Any]) -> Iterator[Any]:
+        profiles = CounterMetricFamily("vigil_monitor_profiles_ingested", "Batches ingested (exactly once)", labels=MV)
+        rows = CounterMetricFamily("vigil_monitor_rows_ingested", "Rows ingested (exactly once)", labels=MV)
+        received = CounterMetricFamily("vigil_monitor_profiles_received", "Batches received since start, replays included", labels=MV)
+        lag = GaugeMetricFamily("vigil_monitor_ingest_lag_seconds", "Serve-to-ingest delay of the latest batch", labels=MV)
+        since = GaugeMetricFamily("vigil_monitor_seconds_since_last_batch", "Time since the latest batch arrived", labels=MV)
+        detections = CounterMetricFamily("vigil_monitor_concept_drift_detections", "ADWIN detections on the error stream", labels=MV)
+        for v in status["versions"]:
+            key = [v["model"], v["version"]]
+            profiles.add_metric(key, v["profiles_ingested"])
+            rows.add_metric(key, v["rows_ingested"])
+            received.add_metric(key, v["profiles_received"])
+            lag.add_metric(key, _num(v["ingest_lag_seconds"]))
+            since.add_metric(key, _num(v["seconds_since_last_batch"]))
+            detections.add_metric(key, v["concept_drift_detections"])
+        duplicates = CounterMetricFamily("vigil_monitor_duplicate_profiles", "Replayed batches recognised and skipped")
+        duplicates.add_metric([], status["duplicates"])
+        rejected = CounterMetricFamily("vigil_monitor_rejected", "Requests refused with a 4xx", labels=["reason"])
+        for reason, count in status["rejected"].items():
+            rejected.add_metric([reason], count)
+        yield from (profiles, rows, received, lag, since, detections, duplicates, rejected)
+
+    def _labels(self, status: dict[str, Any]) -> Iterator[Any]:
+        labels = CounterMetricFamily("vigil_monitor_labels", "Labels by outcome", labels=["outcome"])
+        for outcome, count in status["labels"].items():
+            if outcome != "waiting_now":
+                labels.add_metric([outcome], count)
+        waiting = GaugeMetricFamily("vigil_monitor_labels_waiting", "Labels waiting for their prediction")
+        waiting.add_metric([], status["labels"]["waiting_now"])
+        yield from (labels, waiting)
+
+    def _drift(self) -> Iterator[Any]:
+        fl = MV + ["feature", "method"]
+        score = GaugeMetricFamily("vigil_monitor_feature_drift_score", "Test statistic (KS D or chi-square)", labels=fl)
+        pvalue = GaugeMetricFamily("vigil_monitor_feature_drift_p_value", "p-value of the drift test", labels=fl)
+        effect = GaugeMetricFamily("vigil_monitor_feature_drift_effect_size", "Normed Wasserstein or Jensen-Shannon", labels=fl)
+        verdict = GaugeMetricFamily("vigil_monitor_feature_drift", "1 when the feature drifted", labels=fl)
+        dataset = GaugeMetricFamily("vigil_monitor_dataset_drift", "1 when the dataset drifted (latest window)", labels=MV)
+        share = GaugeMetricFamily("vigil_monitor_drift_share", "Share of drifted features (latest window)", labels=MV)
+        pred = GaugeMetricFamily("vigil_monitor_prediction_drift", "1 when the prediction distribution drifted", labels=MV)
+        window_rows = GaugeMetricFamily("vigil_monitor_window_rows", "Rows in the latest window", labels=MV)
+        quality = GaugeMetricFamily("vigil_monitor_quality", "Quality from joined labels (latest window)", labels=MV + ["metric"])
+        qlabels = GaugeMetricFamily("vigil_monitor_quality_labels", "Labels behind the quality numbers", labels=MV)
+        missing = GaugeMetricFamily("vigil_monitor_missing_values", "Null/NaN/inf values (latest window)", labels=MV + ["feature", "kind"])
+        for entry in self.monitor.drift(limit=1)["versions"]:
+            report, key = entry["latest"], [entry["model"], entry["version"]]
+            if report is None:
+                continue
+            for name, f in report["features"].items():
+                labels = key + [name, f["method"]]
+                score.add_metric(labels, _num(f["statistic"]))
+                pvalue.add_metric(labels, _num(f["p_value"]))
+                effect.add_metric(labels, _num(f["effect_size"]))
+                verdict.add_metric(labels, float(f["drift"]))
+            dataset.add_metric(key, float(report["dataset_drift"]))
+            share.add_metric(key, report["drift_share"])
+            pd_ = report["prediction_drift"]
+            pred.add_metric(key, float(bool(pd_ and pd_["drift"])))
+            window_rows.add_metric(key, report["rows"])
+            q = report["quality"]
+            qlabels.add_metric(key, q["labels"])
+            for metric, value in q.items():
+                if metric not in ("labels", "error"):
+                    quality.add_metric(key + [metric], _num(value))
+            for name, c in report["data_quality"]["columns"].items():
+                for kind in ("missing", "nan", "inf"):
+                    missing.add_metric(key + [name, kind], c[kind])
+        yield from (score, pvalue, effect, verdict, dataset, share, pred, window_rows, quality, qlabels, missing)

@@ -1,0 +1,127 @@
+"""The monitor's HTTP server: Starlette on uvicorn (not BentoML), port 3100 by default.
+
+Routes: POST /v1/profiles (the producer stream, monitor/CONTRACT.md), POST /v1/labels,
+GET /v1/status, GET /v1/drift, GET /metrics, GET /report, GET /healthz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from monitor.state import Monitor
+from monitor.wire import WireError
+from vigil.config import Settings, apply_to_process
+
+log = logging.getLogger("vigil.monitor")
+_EXPIRE_EVERY_S = 60.0
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise WireError(413, "too_large", f"body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WireError(413, "too_large", f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings, monitor: Monitor | None = None) -> Starlette:
+    """The ASGI app around a `Monitor` (built from `settings` unless given)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from monitor.metrics import MonitorCollector
+    from monitor.report import render_report
+
+    mon = monitor or Monitor(settings)
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(mon))
+
+    def _post(handler: Callable[[bytes], dict[str, Any]]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                body = await _body(request, settings.monitor_max_body_bytes)
+                return _JSON(await run_in_threadpool(handler, body))
+            except WireError as exc:
+                if exc.reason == "too_large":
+                    mon.rejected[exc.reason] += 1
+                return _JSON({"error": str(exc)}, status_code=exc.status)
+            except Exception as exc:  # a bug or a full disk: 500 so producers retry later
+                log.exception("request failed")
+                return _JSON({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+        return endpoint
+
+    async def status(request: Request) -> Response:
+        return _JSON(await run_in_threadpool(mon.status))
+
+    async def drift(request: Request) -> Response:
+        q = request.query_params
+        raw = q.get("windows", "20")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            return _JSON({"error": "windows must be an integer between 1 and 1000"}, status_code=400)
+        return _JSON(await run_in_threadpool(mon.drift, q.get("model"), q.get("version"), int(raw)))
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def report(request: Request) -> Response:
+        return HTMLResponse(await run_in_threadpool(render_report, mon, request.query_params.get("model")))
+
+    async def healthz(request: Request) -> Response:
+        return _JSON({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def expire_forever() -> None:
+            while True:
+                await run_in_threadpool(mon.expire)
+                await asyncio.sleep(_EXPIRE_EVERY_S)
+
+        task = asyncio.create_task(expire_forever())
+        yield
+        task.cancel()
+        mon.store.close()
+
+    routes = [
+        Route("/v1/profiles", _post(mon.ingest), methods=["POST"]),
+        Route("/v1/labels", _post(mon.post_labels), methods=["POST"]),
+        Route("/v1/status", status),
+        Route("/v1/drift", drift),
+        Route("/metrics", metrics),
+        Route("/report", report),
+        Route("/healthz", healthz),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def run_monitor(settings: Settings, port: int | None = None) -> None:
+    """Serve the monitor until interrupted (`vigil monitor [--port N]`)."""
+    import uvicorn
+
+    apply_to_process(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(settings)
+    port = settings.monitor_port if port is None else port
+    log.info("monitor listening on http://%s:%d (state in %s)", settings.host, port, settings.monitor_home)
+    uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,91 @@
+"""The monitor's persisted state: one SQLite file under ``<home>/monitor``.
+
+Everything a restart must not lose lives here — seen batch ids, merged window profiles,
+predictions waiting for labels, labels waiting for predictions, ADWIN states and
+detections, label counters. Each ingest or label post is one transaction, which is what
+makes ingestion exactly-once under replays and `kill -9`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id TEXT PRIMARY KEY, model TEXT, version TEXT, window_start INTEGER,
+  rows INTEGER, ts REAL, received_at REAL, producer TEXT);
+CREATE TABLE IF NOT EXISTS windows (
+  model TEXT, version TEXT, window_start INTEGER, rows INTEGER, batches INTEGER,
+  profile BLOB, updated_at REAL, PRIMARY KEY (model, version, window_start));
+CREATE TABLE IF NOT EXISTS versions (
+  model TEXT, version TEXT, task TEXT, classes TEXT, adwin BLOB, errors_seen INTEGER DEFAULT 0,
+  PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS predictions (
+  request_id TEXT PRIMARY KEY, model TEXT, version TEXT, window_start INTEGER, ts REAL,
+  prediction TEXT, scores TEXT, label TEXT, labelled_at REAL);
+CREATE INDEX IF NOT EXISTS predictions_window ON predictions (model, version, window_start);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE TABLE IF NOT EXISTS pending_labels (request_id TEXT PRIMARY KEY, label TEXT, received_at REAL);
+CREATE TABLE IF NOT EXISTS detections (
+  model TEXT, version TEXT, row_index INTEGER, ts REAL, window_start INTEGER);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER);
+"""
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+class Store:
+    """A serialised connection to the monitor database (one writer at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
+        self.conn.executescript(SCHEMA)
+        self.lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; ROLLBACK on any exception."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+def bump(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
+    if by:
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+            (name, by, by),
+        )
+
+
+def counters(store: Store) -> dict[str, int]:
+    return dict(store.query("SELECT name, value FROM counters"))

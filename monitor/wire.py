@@ -1,0 +1,130 @@
+"""The monitor's half of the profile-stream contract (see CONTRACT.md, version 1).
+
+Only parsing and validation: nothing is imported from the service side.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+CONTRACT_VERSION = 1
+TASKS = ("classification", "regression")
+
+
+class WireError(ValueError):
+    """A message the monitor refuses; `status` is the HTTP code, `reason` the metric label."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ProfileMessage:
+    """One served batch as received from a producer."""
+
+    batch_id: str
+    producer: str
+    model: str
+    version: str
+    task: str
+    timestamp: float
+    rows: int
+    profile: bytes
+    request_ids: list[str]
+    predictions: list[Any]
+    scores: list[list[float]] | None
+    classes: list[Any]
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    if name not in data:
+        raise WireError(400, "malformed", f"missing field {name!r}")
+    value = data[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise WireError(400, "malformed", f"field {name!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _rows_list(data: dict[str, Any], name: str, rows: int) -> list[Any]:
+    values = _field(data, name, list)
+    if len(values) != rows:
+        raise WireError(400, "malformed", f"field {name!r} has {len(values)} entries for {rows} rows")
+    return values
+
+
+def parse(body: bytes) -> ProfileMessage:
+    """Validate a request body; raises `WireError` naming the problem."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise WireError(400, "malformed", "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise WireError(400, "malformed", "body must be a JSON object")
+    version = data.get("v")
+    if version != CONTRACT_VERSION:
+        raise WireError(422, "version", f"unsupported contract version {version!r} (this monitor speaks {CONTRACT_VERSION})")
+    batch_id = _field(data, "batch_id", str)
+    if not 0 < len(batch_id) <= 128:
+        raise WireError(400, "malformed", "batch_id must have 1 to 128 characters")
+    task = _field(data, "task", str)
+    if task not in TASKS:
+        raise WireError(400, "malformed", f"task must be one of {TASKS}, got {task!r}")
+    rows = _field(data, "rows", int)
+    if rows < 1:
+        raise WireError(400, "malformed", "rows must be >= 1")
+    timestamp = float(_field(data, "timestamp", (int, float)))
+    if not math.isfinite(timestamp):
+        raise WireError(400, "malformed", "timestamp must be finite")
+    try:
+        profile = base64.b64decode(_field(data, "profile", str), validate=True)
+    except (binascii.Error, ValueError):
+        raise WireError(400, "malformed", "profile is not valid base64") from None
+    scores = data.get("scores")
+    classes = data.get("classes") or []
+    if scores is not None:
+        scores = _rows_list(data, "scores", rows)
+        if any(not isinstance(s, list) or len(s) != len(classes) for s in scores):
+            raise WireError(400, "malformed", f"each scores row must have {len(classes)} entries (one per class)")
+    return ProfileMessage(
+        batch_id=batch_id,
+        producer=str(data.get("producer", "")),
+        model=_field(data, "model", str),
+        version=str(_field(data, "version", (str, int))),
+        task=task,
+        timestamp=timestamp,
+        rows=rows,
+        profile=profile,
+        request_ids=[str(i) for i in _rows_list(data, "request_ids", rows)],
+        predictions=_rows_list(data, "predictions", rows),
+        scores=scores,
+        classes=list(classes),
+    )
+
+
+def parse_labels(body: bytes) -> list[tuple[str, Any]]:
+    """`[{"request_id", "label"}, ...]` (or `{"labels": [...]}`) as (id, label) pairs."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise WireError(400, "malformed", "body is not JSON") from None
+    if isinstance(data, dict):
+        data = data.get("labels")
+    if not isinstance(data, list):
+        raise WireError(400, "malformed", 'expected a JSON list of {"request_id": ..., "label": ...}')
+    pairs = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "request_id" not in item or "label" not in item:
+            raise WireError(400, "malformed", f"labels[{i}] needs 'request_id' and 'label'")
+        label = item["label"]
+        if not isinstance(label, (str, int, float)) or isinstance(label, float) and not math.isfinite(label):
+            raise WireError(400, "malformed", f"labels[{i}].label must be a string or a finite number")
+        pairs.append((str(item["request_id"]), label))
+    return pairs

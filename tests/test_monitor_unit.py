@@ -1,0 +1,167 @@
+"""Monitor internals in-process: whylogs shim, drift math, quality, wire, state, registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from sklearn import metrics
+
+from monitor import drift as dm
+from monitor.quality import classification_quality, regression_quality
+from monitor.reference import ReferenceStore, UnknownModel, install_reference
+from monitor.state import Monitor
+from monitor.wire import WireError, parse, parse_labels
+from vigil.config import load
+from vigil.serving.profile_stream import ServedBatch, build_message
+from vigil.whylogs_compat import profile
+
+RNG = np.random.default_rng(7)
+
+
+def test_whylogs_shim_profiles_string_columns() -> None:
+    view = profile(pd.DataFrame({"color": ["red", "blue", "red"], "x": [1.0, np.nan, np.inf]}))
+    summary = view.get_column("color").to_summary_dict()
+    assert summary["types/string"] == 3
+    assert {i.value for i in summary["frequent_items/frequent_strings"]} == {"red", "blue"}
+    counts = view.get_column("x").to_summary_dict()
+    assert (counts["counts/nan"], counts["counts/inf"]) == (1, 1)
+
+
+def _views(ref: np.ndarray, cur: np.ndarray) -> tuple:
+    return profile(pd.DataFrame({"x": ref})), profile(pd.DataFrame({"x": cur}))
+
+
+def test_numeric_drift_small_windows_decide_by_ks() -> None:
+    rng = np.random.default_rng(3)  # own seed: the stable case is a 5%-level test
+    ref, same, shifted = rng.normal(size=800), rng.normal(size=300), rng.normal(0.5, 1, size=300)
+    stable = dm.numeric_drift(*_views(ref, same), "x", 0.05)
+    moved = dm.numeric_drift(*_views(ref, shifted), "x", 0.05)
+    assert stable.method == "ks" and not stable.drift and stable.p_value > 0.05
+    assert moved.drift and moved.p_value < 1e-6 and moved.effect_size > 0.3
+
+
+def test_numeric_drift_large_windows_decide_by_effect_size() -> None:
+    # A tiny shift on 20k rows is "significant" but harmless: effect size must decide.
+    ref, cur = RNG.normal(size=20000), RNG.normal(0.05, 1, size=20000)
+    result = dm.numeric_drift(*_views(ref, cur), "x", 0.05)
+    assert result.method == "wasserstein" and result.p_value < 0.05 and not result.drift
+
+
+def test_categorical_drift_chi_square() -> None:
+    rng = np.random.default_rng(11)  # own seed: a 5%-level test fails 1 seed in 20 by design
+    ref = pd.DataFrame({"c": rng.choice(["a", "b", "c"], 600, p=[0.5, 0.3, 0.2])})
+    same = pd.DataFrame({"c": rng.choice(["a", "b", "c"], 300, p=[0.5, 0.3, 0.2])})
+    moved = pd.DataFrame({"c": rng.choice(["a", "b", "c"], 300, p=[0.2, 0.3, 0.5])})
+    assert not dm.categorical_drift(profile(ref), profile(same), "c", 0.05).drift
+    result = dm.categorical_drift(profile(ref), profile(moved), "c", 0.05)
+    assert result.drift and result.method == "chi2" and result.effect_size > 0.1
+
+
+def test_quality_matches_sklearn() -> None:
+    classes = ["a", "b", "c"]
+    y = RNG.choice(classes, 200)
+    scores = RNG.dirichlet([1, 1, 1], 200)
+    pred = np.array(classes)[scores.argmax(1)]
+    q = classification_quality(list(y), list(pred), scores, classes)
+    assert q["accuracy"] == pytest.approx(metrics.accuracy_score(y, pred))
+    assert q["f1"] == pytest.approx(metrics.f1_score(y, pred, average="macro"))
+    assert q["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, scores, multi_class="ovr", labels=classes))
+    t, p = RNG.normal(size=50), RNG.normal(size=50)
+    r = regression_quality(t, p)
+    assert r["rmse"] == pytest.approx(metrics.root_mean_squared_error(t, p))
+    assert r["r2"] == pytest.approx(metrics.r2_score(t, p))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"\x00\xffgarbage", 400, "not JSON"),
+        (b'{"v": 2}', 422, "contract version 2"),
+        (b'{"v": 1, "batch_id": "x"}', 400, "missing field 'task'"),
+        (b'[1, 2]', 400, "JSON object"),
+    ],
+)
+def test_wire_rejects_bad_messages(body: bytes, status: int, needle: str) -> None:
+    with pytest.raises(WireError) as err:
+        parse(body)
+    assert err.value.status == status and needle in str(err.value)
+
+
+def test_wire_rejects_bad_labels() -> None:
+    with pytest.raises(WireError, match="needs 'request_id' and 'label'"):
+        parse_labels(b'[{"id": 1}]')
+    assert parse_labels(b'{"labels": [{"request_id": 5, "label": "x"}]}') == [("5", "x")]
+
+
+def _reference(tmp_path, settings) -> pd.DataFrame:
+    x = RNG.normal(size=(400, 2))
+    y = (x[:, 0] > 0).astype(int)
+    ref = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "target": y, "prediction": y, "proba_0": 1.0 - y, "proba_1": y * 1.0})
+    ref.to_parquet(tmp_path / "ref.parquet")
+    install_reference(settings, "toy", "1", tmp_path / "ref.parquet", "classification", "target")
+    return ref
+
+
+def _message(ts: float, ids: list[str], shift: float = 0.0) -> bytes:
+    x = RNG.normal(size=(len(ids), 2)) + shift
+    pred = (x[:, 0] > 0).astype(int)
+    batch = ServedBatch("toy", "1", {"a": x[:, 0], "b": x[:, 1]}, pred, scores=np.c_[1 - pred, pred],
+                        classes=[0, 1], request_ids=ids, timestamp=ts)
+    return build_message(batch, "unit")
+
+
+def test_monitor_state_is_idempotent_and_survives_restart(tmp_path) -> None:
+    settings = load({"VIGIL_HOME": str(tmp_path)})
+    _reference(tmp_path, settings)
+    mon = Monitor(settings)
+    early = mon.post_labels(orjson.dumps([{"request_id": "r0", "label": 1}]))
+    assert early == {"joined": 0, "pending": 1, "duplicate": 0, "received": 1}
+    body = _message(1_000_000_000.0, ["r0", "r1", "r2"])
+    assert mon.ingest(body)["status"] == "ingested"
+    assert mon.ingest(body)["status"] == "duplicate"
+    mon.store.close()
+    again = Monitor(settings)  # a restart: everything comes back from SQLite
+    status = again.status()
+    version = status["versions"][0]
+    assert (version["profiles_ingested"], version["rows_ingested"], version["labels_joined"]) == (1, 3, 1)
+    assert status["duplicates"] == 1 and status["labels"]["waiting_now"] == 0
+    assert again.post_labels(orjson.dumps([{"request_id": "r1", "label": 0}]))["joined"] == 1
+    report = again.window_report("toy", "1", 1_000_000_000 // 60 * 60)
+    assert report["rows"] == 3 and report["quality"]["labels"] == 2
+
+
+def test_unknown_model_is_a_404(tmp_path) -> None:
+    settings = load({"VIGIL_HOME": str(tmp_path)})
+    mon = Monitor(settings, references=ReferenceStore(settings))
+    mon.references._cache[("toy", "1")] = None  # never consulted: a different name below
+    body = _message(1.0, ["x"]).replace(b'"model":"toy"', b'"model":"nope"')
+    with pytest.raises(WireError) as err:
+        mon.ingest(body)
+    assert err.value.status == 404 and "nope" in str(err.value)
+    assert mon.rejected["unknown_model"] == 1
+
+
+def test_reference_comes_from_the_mlflow_registry(tmp_path) -> None:
+    from vigil import artifacts
+    from vigil.registry import connect, ensure_experiment
+
+    settings = load({"VIGIL_HOME": str(tmp_path)})
+    client = connect(settings)
+    experiment = ensure_experiment(client, settings)
+    run = client.create_run(experiment)
+    x = RNG.normal(size=(50, 2))
+    frame = pd.DataFrame({"a": x[:, 0], "kind": RNG.choice(["p", "q"], 50), "y": x[:, 1], "prediction": x[:, 1]})
+    path = tmp_path / "reference.parquet"
+    frame.to_parquet(path)
+    client.log_artifact(run.info.run_id, str(path), "vigil")
+    client.create_registered_model("reg")
+    mv = client.create_model_version("reg", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    for key, value in {artifacts.TAG_TASK: "regression", artifacts.TAG_TARGET: "y", "vigil.metric.r2": "0.9"}.items():
+        client.set_model_version_tag("reg", mv.version, key, value)
+    ref = ReferenceStore(settings).get("reg", mv.version)
+    assert (ref.task, ref.target, ref.numeric, ref.categorical) == ("regression", "y", ["a"], ["kind"])
+    assert ref.metrics == {"r2": 0.9}
+    with pytest.raises(UnknownModel, match="reg/99"):
+        ReferenceStore(settings).get("reg", "99")

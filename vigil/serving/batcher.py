@@ -1,0 +1,188 @@
+"""An adaptive batcher: one per worker, shared by every route (HTTP, native API, later gRPC).
+
+Modelled on MLServer's adaptive batching (mlserver/batching/adaptive.py): requests queue
+up, one consumer collects them until `max_batch_size` rows or `max_latency` has passed,
+runs the model once on the concatenated rows and hands each request its own slice.
+
+One difference on purpose: when nothing else is waiting after one turn of the event loop
+the batch is flushed at once instead of sitting out the full `max_latency`. On a single
+event loop every request that arrived together has been parsed by then, so waiting longer
+only adds latency at low load (it would break a 2 ms p99 at one client); under load the
+queue refills within the loop turn and batches grow by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from vigil.serving.errors import Overloaded
+from vigil.serving.model import Prediction
+
+Infer = Callable[[dict[str, np.ndarray]], Prediction]
+
+
+class BatchObserver(Protocol):
+    def batch_done(self, rows: int, seconds: float, ok: bool) -> None: ...
+
+    def queue_changed(self, rows: int) -> None: ...
+
+
+class _NullObserver:
+    def batch_done(self, rows: int, seconds: float, ok: bool) -> None:
+        pass
+
+    def queue_changed(self, rows: int) -> None:
+        pass
+
+
+@dataclass
+class _Item:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future = field(repr=False)
+
+
+class Batcher:
+    """Collects validated requests into batches and runs `infer` once per batch."""
+
+    def __init__(
+        self,
+        infer: Infer,
+        *,
+        max_batch_size: int,
+        max_latency_s: float,
+        max_queue_rows: int,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._infer = infer
+        self.max_batch_size = max_batch_size
+        self.max_latency_s = max_latency_s
+        self.max_queue_rows = max_queue_rows
+        # None = run inference inline on the event loop (see runtime.py for the choice).
+        self._executor = executor
+        self._observer = observer or _NullObserver()
+        self._queue: deque[_Item] = deque()
+        self.queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the consumer task on the running loop."""
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._consume(), name="vigil-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(Overloaded("shutting_down", "the server is shutting down"))
+        self._queue.clear()
+
+    async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> Prediction:
+        """Queue one request's rows and wait for its slice of the batch result."""
+        if self._task is None or self._wakeup is None:
+            raise RuntimeError("batcher not started")
+        # Bounded queue: shed instead of letting latency grow without limit. A lone
+        # request is always admitted so a big (but allowed) request cannot starve.
+        if self.queued_rows and self.queued_rows + rows > self.max_queue_rows:
+            raise Overloaded("overloaded", f"the server queue is full ({self.queued_rows} rows waiting); retry shortly")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(inputs, rows, future))
+        self.queued_rows += rows
+        self._observer.queue_changed(self.queued_rows)
+        self._wakeup.set()
+        return await future
+
+    async def _consume(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            items = await self._collect()
+            await self._run(items)
+
+    def _pop(self) -> _Item:
+        item = self._queue.popleft()
+        self.queued_rows -= item.rows
+        return item
+
+    async def _collect(self) -> list[_Item]:
+        items = [self._pop()]
+        rows = items[0].rows
+        deadline = time.monotonic() + self.max_latency_s
+        while rows < self.max_batch_size:
+            if self._queue:
+                if rows + self._queue[0].rows > self.max_batch_size:
+                    break
+                item = self._pop()
+                items.append(item)
+                rows += item.rows
+                continue
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0)  # one loop turn: requests parsed meanwhile join
+            if not self._queue:
+                break
+        self._observer.queue_changed(self.queued_rows)
+        return items
+
+    async def _run(self, items: list[_Item]) -> None:
+        live = [item for item in items if not item.future.done()]  # drop cancelled callers
+        if not live:
+            return
+        try:
+            prediction = await self._call(_concat([i.inputs for i in live]), sum(i.rows for i in live))
+        except Exception as exc:
+            if len(live) == 1:
+                live[0].future.set_exception(exc)
+                return
+            # One poisoned request must not fail its batch-mates: retry them one by one.
+            for item in live:
+                await self._run([item])
+            return
+        offset = 0
+        for item in live:
+            end = offset + item.rows
+            if not item.future.done():
+                probabilities = prediction.probabilities
+                item.future.set_result(
+                    Prediction(
+                        prediction.labels[offset:end],
+                        None if probabilities is None else probabilities[offset:end],
+                    )
+                )
+            offset = end
+
+    async def _call(self, inputs: dict[str, np.ndarray], rows: int) -> Prediction:
+        start = time.perf_counter()
+        ok = False
+        try:
+            if self._executor is None:
+                result = self._infer(inputs)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, inputs)
+            ok = True
+            return result
+        finally:
+            self._observer.batch_done(rows, time.perf_counter() - start, ok)
+
+
+def _concat(all_inputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(all_inputs) == 1:
+        return all_inputs[0]
+    return {name: np.concatenate([inputs[name] for inputs in all_inputs]) for name in all_inputs[0]}

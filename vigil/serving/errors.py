@@ -1,0 +1,31 @@
+"""Errors a client caused, carried to the HTTP layer as a status code + JSON body."""
+
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    """A request the service refuses; `reason` is a short stable code for clients and metrics."""
+
+    status = 400
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"reason": self.reason, "message": self.message}}
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class Overloaded(RequestError):
+    """The batch queue is full: the client should retry shortly (503 + Retry-After)."""
+
+    status = 503
+
+
+class NotReady(RequestError):
+    status = 503

@@ -1,0 +1,81 @@
+"""How the service is configured and started: BentoML service options and `bentoml serve` argv."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from vigil.config import Settings, process_env
+
+SERVICE_CLASS = "Vigil"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Routes served by Vigil's own Starlette app: BentoML must not trace them (an
+# OpenTelemetry span per request was ~20 % of the CPU time per prediction).
+FAST_ROUTES = ["/predict", "/metadata", "/metrics"]
+# BentoML's per-request timeout schedules a timer per request that keeps the request
+# alive until it fires; 60 s of those under load is what made memory grow. Predictions
+# answer in milliseconds, so a short ceiling is both safe and cheap.
+REQUEST_TIMEOUT_S = 10
+
+
+def service_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `@bentoml.service`, so a built bento carries them too."""
+    return {
+        "workers": settings.workers,
+        "traffic": {"timeout": REQUEST_TIMEOUT_S},
+        # BentoML's metrics middleware costs per request and its /metrics would shadow
+        # ours: Vigil serves /metrics itself (summed across workers, see metrics.py).
+        "metrics": {"enabled": False},
+        "logging": {"access": {"enabled": False}},
+        "tracing": {"excluded_urls": FAST_ROUTES},
+        "http": {"host": settings.host, "port": settings.port},
+    }
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as its VIGIL_* variable, so the server sees exactly `settings`.
+
+    (Fields map to VIGIL_<FIELD>, the naming `vigil.config.load` reads.)
+    """
+    env = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value not in ("", None):
+            env[f"VIGIL_{f.name.upper()}"] = str(value)
+    return env
+
+
+def serve_command(
+    settings: Settings, port: int | None = None, workers: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """argv + env for `bentoml serve service:Vigil`, to run with cwd = the project root.
+
+    Port and worker count travel as VIGIL_* variables because service.py reads its
+    BentoML options from Settings (that way a built bento honours them as well).
+    """
+    env = process_env(settings)
+    env.update(settings_env(settings))
+    env["VIGIL_PORT"] = str(port or settings.port)
+    env["VIGIL_WORKERS"] = str(workers or settings.workers)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    argv = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        f"service:{SERVICE_CLASS}",
+        "--host",
+        settings.host,
+        "--port",
+        str(port or settings.port),
+    ]
+    return argv, env
+
+
+def serve_bento_command(
+    settings: Settings, bento: str, port: int | None = None, workers: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """argv + env to serve a built bento (tag or path) instead of the source tree."""
+    argv, env = serve_command(settings, port, workers)
+    argv[2] = bento
+    return argv, env

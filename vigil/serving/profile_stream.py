@@ -1,0 +1,321 @@
+"""Stream a whylogs profile of every served batch to the monitor, off the request path.
+
+`ProfileStreamer.submit` only enqueues (microseconds). A background thread profiles the
+batch, builds the contract-v1 message (monitor/CONTRACT.md; the monitor's half is
+implemented there, nothing is imported across) and POSTs it. When the monitor is slow,
+down or restarting, messages go to a size-capped on-disk spool and are replayed in order
+when it answers again; only a full queue or a full spool drops a batch, and every drop is
+counted. Nothing here ever raises into the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from vigil.config import Settings
+from vigil.serving.profile_spool import Spool
+
+log = logging.getLogger(__name__)
+
+CONTRACT_VERSION = 1
+PROFILES_PATH = "/v1/profiles"
+PREDICTION_COLUMN = "prediction"
+PROBA_PREFIX = "proba_"
+
+Outcome = Literal["ok", "retry", "rejected"]
+_RETRYABLE_STATUS = {408, 429}
+_REPLAY_CHUNK = 64  # files per replay pass, so fresh batches are not starved
+_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.2, 5.0
+
+
+@dataclass
+class ServedBatch:
+    """One batch as the service served it. Arrays are read later: do not mutate them."""
+
+    model_name: str
+    model_version: str
+    features: Any  # Mapping[str, np.ndarray] or a pandas DataFrame
+    predictions: Sequence[Any]
+    task: Literal["classification", "regression"] = "classification"
+    scores: Any = None  # [rows, classes] probabilities, or None
+    classes: Sequence[Any] = ()
+    request_ids: Sequence[str] | None = None
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: float = field(default_factory=time.time)
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON-safe Python scalar from a numpy one."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def profile_frame(batch: ServedBatch) -> "Any":
+    """The DataFrame that is profiled: features, `prediction`, `proba_<class>` columns."""
+    import pandas as pd
+
+    frame = pd.DataFrame(batch.features).reset_index(drop=True).copy()
+    preds = list(batch.predictions)
+    if batch.task == "classification":
+        # Labels are categories even when they are ints: profile them as strings, the
+        # same conversion the monitor applies to the reference predictions.
+        frame[PREDICTION_COLUMN] = [str(_scalar(p)) for p in preds]
+    else:
+        frame[PREDICTION_COLUMN] = np.asarray(preds, dtype=float)
+    if batch.scores is not None and len(batch.classes):
+        scores = np.asarray(batch.scores, dtype=float).reshape(len(preds), len(batch.classes))
+        for i, cls in enumerate(batch.classes):
+            frame[f"{PROBA_PREFIX}{_scalar(cls)}"] = scores[:, i]
+    return frame
+
+
+def build_message(batch: ServedBatch, producer: str = "") -> bytes:
+    """The contract-v1 JSON body for one batch (profiling happens here: ~5-10 ms)."""
+    from vigil.whylogs_compat import profile
+
+    frame = profile_frame(batch)
+    rows = len(frame)
+    ids = list(batch.request_ids) if batch.request_ids is not None else [f"{batch.batch_id}-{i}" for i in range(rows)]
+    if len(ids) != rows:
+        raise ValueError(f"batch {batch.batch_id}: {len(ids)} request ids for {rows} rows")
+    scores = None
+    if batch.scores is not None and len(batch.classes):
+        scores = np.asarray(batch.scores, dtype=float).reshape(rows, len(batch.classes)).tolist()
+    message = {
+        "v": CONTRACT_VERSION,
+        "batch_id": batch.batch_id,
+        "producer": producer,
+        "model": batch.model_name,
+        "version": str(batch.model_version),
+        "task": batch.task,
+        "timestamp": float(batch.timestamp),
+        "rows": rows,
+        "profile": base64.b64encode(profile(frame).serialize()).decode("ascii"),
+        "request_ids": [str(i) for i in ids],
+        "predictions": [_scalar(p) for p in batch.predictions],
+        "scores": scores,
+        "classes": [_scalar(c) for c in batch.classes],
+    }
+    return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class _Metrics:
+    """Prometheus metrics of the producer, created once per registry."""
+
+    _by_registry: dict[int, "_Metrics"] = {}
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        kw = {"registry": registry}
+        self.sent = Counter("vigil_profiles_sent_total", "Profiles delivered to the monitor on first try", **kw)
+        self.spooled = Counter("vigil_profiles_spooled_total", "Profiles written to the on-disk spool", **kw)
+        self.replayed = Counter("vigil_profiles_replayed_total", "Spooled profiles delivered later", **kw)
+        self.dropped = Counter(
+            "vigil_profiles_dropped_total", "Profiles lost (queue_full, spool_full, rejected, error)", ["reason"], **kw
+        )
+        self.spool_bytes = Gauge(
+            "vigil_profile_spool_bytes", "Bytes waiting in the profile spool", multiprocess_mode="max", **kw
+        )
+        self.latency = Histogram(
+            "vigil_profile_send_latency_seconds",
+            "Time to POST one profile to the monitor",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            **kw,
+        )
+
+    @classmethod
+    def for_registry(cls, registry: Any) -> "_Metrics":
+        if registry is None:
+            from prometheus_client import REGISTRY
+
+            registry = REGISTRY
+        if id(registry) not in cls._by_registry:
+            cls._by_registry[id(registry)] = cls(registry)
+        return cls._by_registry[id(registry)]
+
+
+class ProfileStreamer:
+    """Profiles served batches in a background thread and delivers them to the monitor."""
+
+    def __init__(self, settings: Settings, registry: Any = None) -> None:
+        self.settings = settings
+        self.url = settings.monitor_url.rstrip("/") + PROFILES_PATH
+        self.enabled = settings.profile_stream
+        self._queue: queue.Queue[ServedBatch] = queue.Queue(maxsize=settings.profile_queue_size)
+        self._metrics = _Metrics.for_registry(registry)
+        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "queue_full": 0, "spool_full": 0, "rejected": 0, "error": 0}
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        self._busy = False
+        self._spool: Spool | None = None
+        self._backoff = _BACKOFF_MIN_S
+        self._next_replay = 0.0
+        self.producer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    # -- caller side (request path) ---------------------------------------------------
+    def submit(self, batch: ServedBatch) -> bool:
+        """Enqueue a batch for profiling; never blocks, never raises. False if dropped."""
+        if not self.enabled:
+            return False
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        try:
+            self._queue.put_nowait(batch)
+            return True
+        except queue.Full:
+            self._drop("queue_full")
+            return False
+
+    def start(self) -> None:
+        """Start the worker now (e.g. at worker startup) instead of on the first submit."""
+        if self.enabled and (self._thread is None or self._pid != os.getpid()):
+            self._start()
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: sent, spooled, replayed and drops by reason; spool bytes."""
+        out = dict(self._counts)
+        out["spool_bytes"] = self._spool.bytes if self._spool else 0
+        out["queued"] = self._queue.qsize()
+        return out
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the queue and the spool are empty (True) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            idle = self._queue.unfinished_tasks == 0 and not self._busy
+            if idle and (self._spool is None or not self._spool.files()):
+                return True
+            self._next_replay = 0.0  # the caller is waiting: retry now
+            time.sleep(0.02)
+        return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker: queued batches are sent if possible, else spooled."""
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._spool is not None:
+            self._spool.unlock()
+
+    # -- worker side ----------------------------------------------------------------
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            import requests
+
+            self._pid = os.getpid()  # after a fork the parent's thread does not exist here
+            self._session = requests.Session()
+            self._spool = Spool(self.settings.spool_dir, self.settings.profile_spool_bytes)
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="vigil-profile-stream", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                batch = None
+                if self._stop.is_set():
+                    break
+            if batch is not None:
+                self._busy = True
+                try:
+                    self._handle(batch)
+                finally:
+                    self._queue.task_done()
+            self._maybe_replay()
+            self._busy = False
+            self._metrics.spool_bytes.set(self._spool.bytes)
+
+    def _handle(self, batch: ServedBatch) -> None:
+        try:
+            body = build_message(batch, self.producer)
+        except Exception as exc:  # a bad batch must not kill the worker
+            log.warning("cannot profile batch %s: %s", batch.batch_id, exc)
+            self._drop("error")
+            return
+        # While older messages wait in the spool, new ones queue behind them (order).
+        if not self._spool.files():
+            outcome = self._send(body)
+            if outcome == "ok":
+                self._count("sent", self._metrics.sent)
+                return
+            if outcome == "rejected":
+                self._drop("rejected")
+                return
+        self._to_spool(body)
+
+    def _to_spool(self, body: bytes) -> None:
+        if self._spool.append(body):
+            self._count("spooled", self._metrics.spooled)
+        else:
+            self._drop("spool_full")
+
+    def _maybe_replay(self) -> None:
+        if time.monotonic() < self._next_replay or not self._spool.files():
+            return
+        if not self._spool.try_lock():  # another worker is replaying the shared spool
+            self._next_replay = time.monotonic() + 1.0
+            return
+        for path in self._spool.files()[:_REPLAY_CHUNK]:
+            try:
+                body = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            outcome = self._send(body)
+            if outcome == "retry":
+                self._next_replay = time.monotonic() + self._backoff
+                self._backoff = min(_BACKOFF_MAX_S, self._backoff * 2)
+                return
+            self._spool.remove(path)
+            if outcome == "ok":
+                self._count("replayed", self._metrics.replayed)
+            else:
+                self._drop("rejected")
+        self._backoff = _BACKOFF_MIN_S
+
+    def _send(self, body: bytes) -> Outcome:
+        timeout = self.settings.profile_send_timeout_s
+        started = time.perf_counter()
+        try:
+            response = self._session.post(
+                self.url, data=body, headers={"Content-Type": "application/json"}, timeout=(min(0.5, timeout), timeout)
+            )
+        except Exception:  # connection refused/reset, timeout: the monitor is away
+            return "retry"
+        self._metrics.latency.observe(time.perf_counter() - started)
+        if response.status_code < 300:
+            return "ok"
+        if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS:
+            return "retry"
+        log.warning("monitor rejected a profile (%s): %s", response.status_code, response.text[:200])
+        return "rejected"
+
+    def _count(self, key: str, counter: Any) -> None:
+        self._counts[key] += 1
+        counter.inc()
+
+    def _drop(self, reason: str) -> None:
+        self._counts[reason] += 1
+        self._metrics.dropped.labels(reason=reason).inc()
+
+
+def from_mapping(features: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Column arrays from a mapping of sequences (helper for callers holding lists)."""
+    return {name: np.asarray(values) for name, values in features.items()}

@@ -1,0 +1,61 @@
+"""whylogs 1.6.4 on numpy 2, in one place.
+
+whylogs is unmaintained upstream and still refers to ``np.unicode_`` (removed in numpy
+2.0) when it types a string column, so logging any string column crashes. Aliasing it
+to ``np.str_`` — what numpy 1 defined it as — is the whole fix. Import whylogs through
+this module, never directly, so the shim is always applied first.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from whylogs.core import DatasetProfileView
+
+
+def _apply_shim() -> None:
+    if not hasattr(np, "unicode_"):
+        np.unicode_ = np.str_  # type: ignore[attr-defined]
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+
+
+def whylogs() -> Any:
+    """The `whylogs` module, with the numpy 2 shim applied."""
+    _apply_shim()
+    import whylogs as why
+
+    return why
+
+
+def profile(frame: "pd.DataFrame") -> "DatasetProfileView":
+    """Profile a DataFrame. NaN/inf columns are expected, so numpy's warnings are silenced."""
+    why = whylogs()
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return why.log(frame).view()
+
+
+def deserialize(blob: bytes) -> "DatasetProfileView":
+    """A profile view from `DatasetProfileView.serialize()` bytes (ValueError if not one)."""
+    whylogs()
+    from whylogs.core import DatasetProfileView
+
+    try:
+        return DatasetProfileView.deserialize(blob)
+    except Exception as exc:  # protobuf raises several unrelated types on garbage
+        raise ValueError(f"not a whylogs profile: {type(exc).__name__}") from None
+
+
+def merge(left: "DatasetProfileView | None", right: "DatasetProfileView") -> "DatasetProfileView":
+    """Merge two views (``None`` is the empty profile); merging NaN/inf stats is quiet."""
+    if left is None:
+        return right
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return left.merge(right)
