@@ -62,8 +62,11 @@ def train(
     seed: int = 0,
     reference_rows: int = 5000,
     task: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train on a bundled dataset or a CSV, then log and register a new model version.
+
+    `params` override the estimator's own settings, e.g. {"n_estimators": "300"}.
 
     Raises TrainError for anything the user can fix (bad file, column, estimator...).
     """
@@ -77,7 +80,7 @@ def train(
     check_column_names(data.X, str(data.y.name))
 
     X_train, X_test, y_train, y_test = _split(data, test_size, seed)
-    model, scores = _fit_and_score(key, data.task, (X_train, y_train), (X_test, y_test), seed)
+    model, scores = _fit_and_score(key, data.task, (X_train, y_train), (X_test, y_test), seed, params or {})
 
     reference = evaluate.reference_frame(model, data.task, X_train, y_train, reference_rows, seed)
     holdout = X_test.assign(**{str(y_test.name): y_test}).reset_index(drop=True)
@@ -163,11 +166,21 @@ def _split(data: TrainingData, test_size: float, seed: int) -> tuple[pd.DataFram
 
 
 def _fit_and_score(
-    key: str, task: str, train_xy: tuple["pd.DataFrame", "pd.Series"], test_xy: tuple["pd.DataFrame", "pd.Series"], seed: int
+    key: str,
+    task: str,
+    train_xy: tuple["pd.DataFrame", "pd.Series"],
+    test_xy: tuple["pd.DataFrame", "pd.Series"],
+    seed: int,
+    params: dict[str, str],
 ) -> tuple["Pipeline", dict[str, float]]:
     from lifecycle import evaluate
 
     model = estimators.build_model(key, task, train_xy[0], seed)
+    try:
+        model.set_params(**{f"model__{k}": _param_value(v) for k, v in params.items()})
+    except ValueError as exc:
+        valid = ", ".join(sorted(model.steps[-1][1].get_params(deep=False)))
+        raise TrainError(f"estimator {key!r} has no such parameter ({exc}); valid: {valid}") from None
     try:
         model.fit(*train_xy)
         return model, evaluate.holdout_metrics(model, task, *test_xy)
@@ -175,6 +188,19 @@ def _fit_and_score(
         # (some, like k-NN, only find out when they first predict)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainError(f"estimator {key!r} cannot fit this data: {first}") from None
+
+
+def _param_value(raw: str) -> object:
+    """'300' -> 300, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays text."""
+    import json
+
+    lowered = raw.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return json.loads(lowered)
+    except ValueError:
+        return raw
 
 
 def _params(

@@ -225,3 +225,14 @@ def test_missing_values_are_named(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1.0, None, 3.0], "b": ["x", "y", None], "t": [0, 1, 0]}).to_csv(path, index=False)
     with pytest.raises(TrainError, match=r"missing values in 'a' \(1\), 'b' \(1\)"):
         datasets.load_csv(path, "t")
+
+
+def test_estimator_params_override_and_bad_names_are_refused(tmp_path: Path) -> None:
+    settings = load({"VIGIL_HOME": str(tmp_path)})
+    result = train(settings, dataset="iris", estimator="random-forest", params={"n_estimators": "7", "max_depth": "none"})
+    client = connect(settings)
+    run = client.get_run(result.run_id)
+    assert run.data.params["model.n_estimators"] == "7"
+    assert run.data.params["model.max_depth"] == "None"
+    with pytest.raises(TrainError, match="no such parameter"):
+        train(settings, dataset="iris", estimator="random-forest", params={"trees": "7"})

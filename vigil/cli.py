@@ -84,12 +84,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             estimator=args.estimator,
             test_size=args.test_size,
             seed=args.seed,
+            task=args.task,
+            params=dict(_key_value(p) for p in args.param),
         )
     except TrainError as exc:
         raise UserError(str(exc)) from None
     print(f"registered {result.name} version {result.version} (run {result.run_id})")
     print(result.summary)
     return 0
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--param takes KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -108,9 +117,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from vigil.serving.launch import serve_command
 
+    from vigil.serving.source import SourceError, locate
+
     settings = _settings()
     if args.model:
         settings = config.replace(settings, model=args.model)
+    try:
+        folder = locate(settings)  # fail here, in one line, rather than in every worker
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    print(f"model files: {folder.path}")
     argv, env = serve_command(settings, port=args.port, workers=args.workers)
     print(f"serving {settings.model} on http://{settings.host}:{args.port or settings.port}", flush=True)
     # Replace this process with the server so signals (Ctrl+C, SIGTERM) reach it directly.
@@ -121,12 +137,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from vigil.registry import RegistryError
-    from vigil.serving.bento import BentoExportError, export_bento
+    from vigil.serving.bento import ExportError, export_bento
+    from vigil.serving.source import SourceError
 
     settings = _settings()
     try:
         path = export_bento(settings, _ref(args.name, args.version, args.alias), Path(args.out))
-    except (BentoExportError, RegistryError) as exc:
+    except (ExportError, SourceError, RegistryError) as exc:
         raise UserError(str(exc)) from None
     print(f"bento archive: {path}")
     return 0
@@ -191,11 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
         "reference sample (for drift) and held-out rows (for parity) on the run, and\n"
         "registers a new model version. Prints the version and a one-line summary.",
     )
+    from lifecycle import estimator_help
+
+    p.epilog = "estimators:\n" + "\n".join("  " + line for line in estimator_help().splitlines())
     p.add_argument("--dataset", default="iris", help="bundled dataset (default: iris)")
     p.add_argument("--csv", help="train on this CSV file instead (needs --target)")
     p.add_argument("--target", help="the CSV column to predict")
     p.add_argument("--name", help="registered model name (default: the dataset's name)")
-    p.add_argument("--estimator", default="auto", help="estimator key (default: auto); see README for the list")
+    p.add_argument("--estimator", default="auto", help="estimator key (default: auto), one of the list below")
+    p.add_argument("--task", choices=["classification", "regression"], help="override the inferred task (CSV)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="estimator setting, repeatable, e.g. --param n_estimators=300")
     p.add_argument("--test-size", type=float, default=0.2, help="holdout share (default: 0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
