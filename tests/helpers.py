@@ -6,67 +6,15 @@ fixtures in conftest.py.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-import requests
+import contextlib
+import subprocess
 
+from vigil.procs import ServerDied, free_port, log_tail as _tail, running, stop_process_group, wait_ready
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago (bind port 0 and let the OS choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerDied(RuntimeError):
-    pass
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    """Poll `url` until it answers 200; fail with the server's log if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerDied(f"server exited with code {proc.returncode} before ready:\n{_tail(log)}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f}s:\n{_tail(log)}")
-
-
-def _tail(log: Path, chars: int = 6000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-def stop_process_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group the child leads, then SIGKILL whatever is left."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # Workers may outlive the leader: kill the whole group regardless.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(2)
+__all__ = ["ServerDied", "free_port", "running_server", "stop_process_group", "wait_ready"]
 
 
 @contextlib.contextmanager
@@ -78,25 +26,6 @@ def running_server(
     cwd: str | Path | None = None,
     log_path: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Start `argv` in its own process group, wait for `ready_url`, kill the group at exit.
-
-    The process's stdout+stderr go to `log_path` (a temp file by default); on a failed
-    start, or if the body of the `with` raises, the log tail is printed for debugging.
-    """
-    if log_path is None:
-        fd, name = tempfile.mkstemp(prefix="server-", suffix=".log")
-        os.close(fd)
-        log_path = Path(name)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            list(argv), env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    proc.log_path = log_path  # type: ignore[attr-defined]  # for tests that read the log
-    try:
-        wait_ready(ready_url, proc, timeout, log_path)
+    """`vigil.procs.running` with the argument order the tests were written against."""
+    with running(argv, env, ready_url, log_path=log_path, timeout=timeout, cwd=cwd) as proc:
         yield proc
-    except BaseException:
-        sys.stderr.write(f"\n--- server log ({log_path}) ---\n{_tail(log_path)}\n")
-        raise
-    finally:
-        stop_process_group(proc)

@@ -50,6 +50,13 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env(env, name, default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Vigil's configuration, read from ``VIGIL_*`` environment variables."""
@@ -59,7 +66,8 @@ class Settings:
     model: str = "models:/iris@champion"
     host: str = "127.0.0.1"
     port: int = 3000
-    grpc_port: int = 8001
+    grpc_port: int = 8001  # 0 = no gRPC server
+    grpc_max_message_bytes: int = 4 << 20  # largest gRPC request/response message
     workers: int = 1
     monitor_url: str = "http://127.0.0.1:3100"
     monitor_port: int = 3100
@@ -80,6 +88,27 @@ class Settings:
     monitor_drift_alpha: float = 0.05  # KS / chi-square significance for small windows
     monitor_retention_seconds: int = 7 * 24 * 3600  # pending predictions/labels kept
     monitor_max_body_bytes: int = 16 << 20
+    # Lifecycle (lifecycle/): promotion gate, automatic rollback, retraining on drift.
+    actor: str = ""  # who registry moves are recorded as (default: the OS user)
+    gate_metric: str = ""  # holdout metric the gate compares ("" = the version's primary metric)
+    gate_tolerance: float = 0.0  # candidate may trail the champion by this much
+    rollback_margin: float = 0.05  # live quality this far below the previous champion's...
+    rollback_windows: int = 3  # ...over this many consecutive windows...
+    rollback_min_labels: int = 30  # ...with at least this many labels each
+    rollback_cooldown_seconds: int = 600  # no automatic rollback this soon after a champion move
+    auto_move_period_seconds: int = 3600  # at most one automatic move per period
+    rollback_dry_run: bool = False  # only alert and audit, never move the alias
+    retrain_windows: int = 3  # dataset drift persisting this many windows triggers retraining
+    retrain_debounce_seconds: int = 3600  # at most one retraining trigger per period per model
+    retrain_data: str = ""  # recent labelled data: a CSV file or a directory of CSV/Parquet
+    retrain_action: str = "local"  # "local" (vigil retrain in-process) | "webhook"
+    retrain_webhook_url: str = ""
+    retrain_webhook_secret: str = ""
+    retrain_webhook_header: str = "Authorization"  # header carrying the secret, verbatim
+    retrain_webhook_style: str = "generic"  # "generic" JSON | "github" workflow_dispatch body
+    retrain_webhook_ref: str = "main"  # git ref for the github style
+    auto_promote: bool = False  # retraining may promote to production when the gate passes
+    lifecycle_poll_seconds: float = 30.0  # how often the lifecycle worker polls the monitor
 
     @property
     def mlflow_uri(self) -> str:
@@ -133,7 +162,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         model=_env(env, "VIGIL_MODEL", defaults.model),
         host=_env(env, "VIGIL_HOST", defaults.host),
         port=_int(env, "VIGIL_PORT", defaults.port, 1),
-        grpc_port=_int(env, "VIGIL_GRPC_PORT", defaults.grpc_port, 1),
+        grpc_port=_int(env, "VIGIL_GRPC_PORT", defaults.grpc_port, 0),
+        grpc_max_message_bytes=_int(env, "VIGIL_GRPC_MAX_MESSAGE_BYTES", defaults.grpc_max_message_bytes, 1024),
         workers=_int(env, "VIGIL_WORKERS", defaults.workers, 1),
         monitor_url=_env(env, "VIGIL_MONITOR_URL", defaults.monitor_url),
         monitor_port=_int(env, "VIGIL_MONITOR_PORT", defaults.monitor_port, 1),
@@ -153,6 +183,26 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         monitor_drift_alpha=_float(env, "VIGIL_MONITOR_DRIFT_ALPHA", defaults.monitor_drift_alpha, 1e-9),
         monitor_retention_seconds=_int(env, "VIGIL_MONITOR_RETENTION_SECONDS", defaults.monitor_retention_seconds, 1),
         monitor_max_body_bytes=_int(env, "VIGIL_MONITOR_MAX_BODY_BYTES", defaults.monitor_max_body_bytes, 1024),
+        actor=_env(env, "VIGIL_ACTOR", ""),
+        gate_metric=_env(env, "VIGIL_GATE_METRIC", ""),
+        gate_tolerance=_float(env, "VIGIL_GATE_TOLERANCE", defaults.gate_tolerance),
+        rollback_margin=_float(env, "VIGIL_ROLLBACK_MARGIN", defaults.rollback_margin),
+        rollback_windows=_int(env, "VIGIL_ROLLBACK_WINDOWS", defaults.rollback_windows, 1),
+        rollback_min_labels=_int(env, "VIGIL_ROLLBACK_MIN_LABELS", defaults.rollback_min_labels, 1),
+        rollback_cooldown_seconds=_int(env, "VIGIL_ROLLBACK_COOLDOWN_SECONDS", defaults.rollback_cooldown_seconds),
+        auto_move_period_seconds=_int(env, "VIGIL_AUTO_MOVE_PERIOD_SECONDS", defaults.auto_move_period_seconds),
+        rollback_dry_run=_bool(env, "VIGIL_ROLLBACK_DRY_RUN", defaults.rollback_dry_run),
+        retrain_windows=_int(env, "VIGIL_RETRAIN_WINDOWS", defaults.retrain_windows, 1),
+        retrain_debounce_seconds=_int(env, "VIGIL_RETRAIN_DEBOUNCE_SECONDS", defaults.retrain_debounce_seconds),
+        retrain_data=_env(env, "VIGIL_RETRAIN_DATA", ""),
+        retrain_action=_choice(env, "VIGIL_RETRAIN_ACTION", defaults.retrain_action, ("local", "webhook")),
+        retrain_webhook_url=_env(env, "VIGIL_RETRAIN_WEBHOOK_URL", ""),
+        retrain_webhook_secret=_env(env, "VIGIL_RETRAIN_WEBHOOK_SECRET", ""),
+        retrain_webhook_header=_env(env, "VIGIL_RETRAIN_WEBHOOK_HEADER", defaults.retrain_webhook_header),
+        retrain_webhook_style=_choice(env, "VIGIL_RETRAIN_WEBHOOK_STYLE", defaults.retrain_webhook_style, ("generic", "github")),
+        retrain_webhook_ref=_env(env, "VIGIL_RETRAIN_WEBHOOK_REF", defaults.retrain_webhook_ref),
+        auto_promote=_bool(env, "VIGIL_AUTO_PROMOTE", defaults.auto_promote),
+        lifecycle_poll_seconds=_float(env, "VIGIL_LIFECYCLE_POLL_SECONDS", defaults.lifecycle_poll_seconds, 0.1),
     )
 
 
@@ -164,6 +214,8 @@ THIRD_PARTY_DEFAULTS: dict[str, str] = {
     "DO_NOT_TRACK": "1",
     "BENTOML_DO_NOT_TRACK": "True",
     "GIT_PYTHON_REFRESH": "quiet",
+    # Vigil draws its own progress bars; MLflow's per-download bars would interleave.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

@@ -60,7 +60,7 @@ def run_demo(settings: Settings, requests_count: int = 400) -> int:
     print(report.summary())
 
     port = free_port()
-    settings = config.replace(settings, model=f"models:/{result.name}/{result.version}")
+    settings = config.replace(settings, model=f"models:/{result.name}/{result.version}", grpc_port=free_port())
     argv, env = serve_command(settings, port=port)
     base = f"http://127.0.0.1:{port}"
     log = settings.home / "logs" / "demo-serve.log"
@@ -70,7 +70,7 @@ def run_demo(settings: Settings, requests_count: int = 400) -> int:
     with running(argv, env, f"{base}/readyz", log):
         print(f"ready in {time.monotonic() - started:.1f}s (log: {log})")
         metadata = requests.get(f"{base}/metadata", timeout=5).json()
-        features = [f["name"] for f in metadata["features"]]
+        features = [f["name"] for f in metadata["inputs"]["features"]]
         print(f"model {metadata['model']['name']} v{metadata['model']['version']}, features: {features}")
 
         sample = [5.1, 3.5, 1.4, 0.2]

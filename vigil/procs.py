@@ -2,60 +2,97 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import requests
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerDied(RuntimeError):
+    """The process exited before it became ready."""
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@contextmanager
-def running(argv: list[str], env: dict[str, str], ready_url: str, log: Path, timeout: float = 90.0) -> Iterator[subprocess.Popen]:
-    """Start a server process, wait until `ready_url` answers 200, stop it on exit."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-            start_new_session=True,  # its own process group: we stop the server and its workers together
-        )
+def log_tail(log: Path, chars: int = 6000) -> str:
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; log: {log}\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {timeout:.0f}s; log: {log}")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        stop(proc)
+        return log.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
 
 
-def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerDied(f"server exited with code {proc.returncode} before ready:\n{log_tail(log)}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s:\n{log_tail(log)}")
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the process group the child leads, then SIGKILL whatever is left."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    # Workers may outlive the leader: kill the whole group regardless.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(2)
+
+
+@contextlib.contextmanager
+def running(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    ready_url: str,
+    log_path: Path | None = None,
+    timeout: float = 90.0,
+    cwd: str | Path | None = PROJECT_ROOT,
+) -> Iterator[subprocess.Popen]:
+    """Start `argv` in its own process group, wait for `ready_url`, stop the group at exit.
+
+    stdout+stderr go to `log_path` (a temp file by default); if the start fails or the
+    body of the `with` raises, the log's tail is written to stderr.
+    """
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="vigil-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            list(argv), env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    proc.log_path = log_path  # type: ignore[attr-defined]  # for callers that read the log
+    try:
+        wait_ready(ready_url, proc, timeout, log_path)
+        yield proc
+    except BaseException:
+        sys.stderr.write(f"\n--- process log ({log_path}) ---\n{log_tail(log_path)}\n")
+        raise
+    finally:
+        stop_process_group(proc)
