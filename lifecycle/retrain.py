@@ -1,0 +1,279 @@
+"""`vigil retrain NAME`: retrain on reference + recent labelled data, convert, judge, promote.
+
+The new version is trained with the same estimator and task as the version it
+replaces (the champion, else the latest), on that version's reference sample
+(vigil/reference.parquet) plus the recent labelled rows; then converted (parity),
+scored against the champion on the recent rows, promoted to staging, and to
+production only when the gate passes and auto-promotion is on. Its MLflow run is
+tagged with what caused it (the drift evidence: windows, features, scores).
+One retraining per model at a time, enforced by a lock file under $VIGIL_HOME.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from lifecycle import gate as gate_mod
+from lifecycle import moves
+from lifecycle import stages as S
+from lifecycle.audit import lifecycle_dir
+from lifecycle.errors import GateRefused, LifecycleError, RetrainBusy, TrainError
+from vigil import artifacts as A
+from vigil.config import Settings
+from vigil.registry import connect
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class RetrainResult:
+    """What one retraining did; `summary()` is what the CLI prints."""
+
+    name: str
+    base_version: str
+    version: str
+    run_id: str
+    stage: str = S.DEVELOPMENT
+    converted: bool = False
+    conversion_error: str = ""
+    metric: str = ""
+    candidate_recent: float | None = None
+    champion_recent: float | None = None
+    recent_rows: int = 0
+    verdict: gate_mod.Verdict | None = None
+    moves: list[S.Move] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"retrained {self.name} v{self.version} from v{self.base_version} + {self.recent_rows} recent rows "
+                 f"(run {self.run_id})"]
+        if not self.converted:
+            lines.append(f"not converted, stays in development: {self.conversion_error}")
+        if self.candidate_recent is not None:
+            champ = "-" if self.champion_recent is None else f"{self.champion_recent:.4f}"
+            lines.append(f"recent-data {self.metric}: v{self.version} {self.candidate_recent:.4f} vs champion {champ}")
+        lines.append(f"stage: {self.stage}")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def retrain_lock(settings: Settings, name: str) -> Iterator[Path]:
+    """Hold the per-model retraining lock; RetrainBusy if a live process holds it."""
+    path = lifecycle_dir(settings) / f"retrain-{name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if _alive(holder) or (holder is None and _younger_than(path, 10.0)):  # None: being written now
+                raise RetrainBusy(f"a retraining of {name} is already running (pid {holder}, lock {path})") from None
+            path.unlink(missing_ok=True)  # stale: its process died without cleaning up
+    else:
+        raise RetrainBusy(f"could not take the retraining lock {path}")
+    try:
+        os.write(fd, json.dumps({"pid": os.getpid(), "at": time.time()}).encode())
+        os.close(fd)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False
+
+
+def retrain(
+    settings: Settings,
+    name: str,
+    recent: Path | None = None,
+    auto_promote: bool = False,
+    evidence: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> RetrainResult:
+    """Retrain `name` on its reference data plus `recent` (default VIGIL_RETRAIN_DATA).
+
+    Raises LifecycleError (or RetrainBusy) for anything the user can fix.
+    """
+    source = recent or (Path(settings.retrain_data) if settings.retrain_data else None)
+    if source is None:
+        raise LifecycleError("retraining needs recent labelled data: pass a CSV or directory, or set VIGIL_RETRAIN_DATA")
+    with retrain_lock(settings, name):
+        return _retrain_locked(settings, name, Path(source), auto_promote, evidence or {}, actor)
+
+
+def _retrain_locked(
+    settings: Settings, name: str, source: Path, auto_promote: bool, evidence: dict[str, Any], actor: str | None
+) -> RetrainResult:
+    from lifecycle.datasets import split_target
+    from lifecycle.training import train
+
+    client = connect(settings)
+    model = S.registered_model(client, name)
+    champion = model.aliases.get(S.ALIAS_OF[S.PRODUCTION])
+    base = client.get_model_version(name, str(champion)) if champion is not None else _latest(client, name)
+    task, target = base.tags.get(A.TAG_TASK), base.tags.get(A.TAG_TARGET)
+    if not task or not target:
+        raise LifecycleError(f"{name} v{base.version} lacks {A.TAG_TASK}/{A.TAG_TARGET} tags; was it made by `vigil train`?")
+    reference = _reference(client, base)
+    features = [c for c in reference.columns if c not in _reserved(target) and not c.startswith(A.REFERENCE_PROBA_PREFIX)]
+    fresh = load_recent(source, features, target)
+    with tempfile.TemporaryDirectory() as tmp:
+        import pandas as pd
+
+        csv = Path(tmp) / f"retrain-{name}.csv"
+        pd.concat([reference[features + [target]], fresh], ignore_index=True).to_csv(csv, index=False)
+        try:
+            trained = train(settings, csv=csv, target=target, name=name,
+                            estimator=base.tags.get(A.TAG_ESTIMATOR, "auto"), task=task)
+        except TrainError as exc:
+            raise LifecycleError(f"retraining {name} failed: {exc}") from None
+    result = RetrainResult(name, str(base.version), trained.version, trained.run_id, recent_rows=len(fresh))
+    _link_evidence(client, result, source, evidence)
+    try:
+        from converter import ConversionError, convert_version
+    except ImportError as exc:  # the converter is optional at import time, never silently skipped
+        raise LifecycleError(f"cannot convert the retrained version: converter unavailable ({exc})") from None
+    try:
+        convert_version(settings, f"models:/{name}/{trained.version}", progress=False)
+        result.converted = True
+    except ConversionError as exc:
+        result.conversion_error = str(exc)
+        return result
+    X, y, _ = split_target(fresh, target, task, source=str(source))
+    _score_recent(settings, client, result, champion, X, y, task)
+    reason = f"retrained on drift: {evidence.get('reason', 'manual retraining')}"[: S.MAX_REASON_CHARS]
+    result.moves.append(moves.promote(settings, name, trained.version, S.STAGING, reason, actor=actor, kind=S.RETRAIN))
+    result.stage = S.STAGING
+    recent_pair = (result.candidate_recent, result.champion_recent) if result.champion_recent is not None else None
+    candidate = client.get_model_version(name, trained.version)
+    current = client.get_model_version(name, str(champion)) if champion is not None else None
+    result.verdict = gate_mod.evaluate(settings, candidate, current, recent_pair)  # type: ignore[arg-type]
+    if auto_promote and result.verdict.passed:
+        try:
+            result.moves.append(moves.promote(settings, name, trained.version, S.PRODUCTION, reason, actor=actor,
+                                              kind=S.RETRAIN, recent=recent_pair))  # type: ignore[arg-type]
+            result.stage = S.PRODUCTION
+        except GateRefused as exc:  # the champion changed meanwhile: stay in staging
+            result.verdict = exc.verdict  # type: ignore[assignment]
+    return result
+
+
+def load_recent(source: Path, features: list[str], target: str) -> "pd.DataFrame":
+    """Recent labelled rows from a CSV, or every CSV/Parquet file in a directory."""
+    import pandas as pd
+
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".csv", ".parquet"))
+        if not files:
+            raise LifecycleError(f"no .csv or .parquet files in {source}")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise LifecycleError(f"recent data not found: {source}")
+    frames = []
+    for path in files:
+        try:
+            frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        except Exception as exc:  # pandas/pyarrow raise many types for a bad file
+            raise LifecycleError(f"cannot read {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
+        missing = [c for c in features + [target] if c not in frame.columns]
+        if missing:
+            raise LifecycleError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; "
+                                 f"recent data needs the features and the target {target!r}")
+        frames.append(frame[features + [target]])
+    fresh = pd.concat(frames, ignore_index=True)
+    if fresh.empty:
+        raise LifecycleError(f"{source} has no rows")
+    return fresh
+
+
+def _latest(client: Any, name: str) -> Any:
+    found = client.search_model_versions(f"name = '{name}'")
+    if not found:
+        raise LifecycleError(f"{name} has no versions to retrain from")
+    return max(found, key=lambda v: int(v.version))
+
+
+def _reserved(target: str) -> set[str]:
+    return {target, A.REFERENCE_PREDICTION_COLUMN}
+
+
+def _reference(client: Any, version: Any) -> "pd.DataFrame":
+    import pandas as pd
+
+    run_id = version.tags.get(A.TAG_RUN_ID) or version.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return pd.read_parquet(client.download_artifacts(run_id, A.ARTIFACT_REFERENCE, tmp))
+        except Exception as exc:
+            raise LifecycleError(f"cannot read {A.ARTIFACT_REFERENCE} of {version.name} v{version.version}: {exc}") from None
+
+
+def _link_evidence(client: Any, result: RetrainResult, source: Path, evidence: dict[str, Any]) -> None:
+    """Tag the retraining run (and version) with what caused it."""
+    tags = {
+        "vigil.retrain.base_version": result.base_version,
+        "vigil.retrain.trigger": "drift" if evidence else "manual",
+        "vigil.retrain.recent_source": str(source),
+        "vigil.retrain.recent_rows": str(result.recent_rows),
+    }
+    if evidence:
+        tags["vigil.drift.windows"] = ",".join(map(str, evidence.get("windows", [])))
+        tags["vigil.drift.features"] = ",".join(evidence.get("features", []))
+        tags["vigil.drift.share"] = ",".join(f"{s:.3f}" for s in evidence.get("drift_share", []))
+    for key, value in tags.items():
+        client.set_tag(result.run_id, key, value[:5000])
+    client.set_model_version_tag(result.name, result.version, "vigil.retrain.base_version", result.base_version)
+    if evidence:
+        client.log_dict(result.run_id, evidence, "vigil/retrain/evidence.json")
+
+
+def _score_recent(
+    settings: Settings, client: Any, result: RetrainResult, champion: Any, X: Any, y: Any, task: str
+) -> None:
+    """Both models on the same recent rows; logged as metrics on the retraining run."""
+    import mlflow.sklearn
+
+    from lifecycle.evaluate import holdout_metrics
+
+    candidate = client.get_model_version(result.name, result.version)
+    result.metric = gate_mod.gate_metric(settings, candidate)
+    new_model = mlflow.sklearn.load_model(f"models:/{result.name}/{result.version}")
+    result.candidate_recent = holdout_metrics(new_model, task, X, y).get(result.metric)
+    if champion is not None:
+        old_model = mlflow.sklearn.load_model(f"models:/{result.name}/{champion}")
+        result.champion_recent = holdout_metrics(old_model, task, X, y).get(result.metric)
+    for key, value in (("recent_" + result.metric, result.candidate_recent),
+                       ("champion_recent_" + result.metric, result.champion_recent)):
+        if value is not None:
+            client.log_metric(result.run_id, key, value)
