@@ -6,12 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean help
+.PHONY: install system-deps demo test test-fast bench clean help
 
 help:
 	@echo "make install  create/refresh .venv with pinned dependencies"
 	@echo "make demo     train, convert, serve and predict end to end (embedded defaults)"
-	@echo "make test     the whole test suite"
+	@echo "make test     the whole test suite (installs prometheus, alertmanager, wrk, h2load from Debian if missing)"
 	@echo "make clean    remove .vigil runtime state"
 
 install: $(STAMP)
@@ -23,10 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+system-deps:
+	bash .ci/system-deps
+
 demo: install
 	$(BIN)/vigil demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -18,6 +18,7 @@ import psutil
 import requests
 
 from loadtest.servers import Server, prepare_models, servers_for
+from loadtest.grpc_load import run_grpc_load
 from loadtest.wrk import LoadResult, run_wrk
 from vigil import config
 from vigil.config import Settings
@@ -67,7 +68,11 @@ def measure(server: Server, concurrencies: list[int], seconds: float, log_dir: P
         if answer.status_code != 200 or not server.check(answer.json()):
             raise RuntimeError(f"{server.name} answered {answer.status_code}: {answer.text[:300]}")
         for concurrency in concurrencies:
-            result = run_wrk(base + server.path, server.body, concurrency, seconds, cpu=LOAD_CPU)
+            if server.grpc_port:
+                result = run_grpc_load(f"127.0.0.1:{server.grpc_port}", server.grpc_message, concurrency, seconds,
+                                       cpu=LOAD_CPU, metrics_url=base + "/metrics")
+            else:
+                result = run_wrk(base + server.path, server.body, concurrency, seconds, cpu=LOAD_CPU)
             rows.append(Row(server.name, server.model, result, _tree_rss_mb(proc.pid)))
             print(f"  {server.name:24} c={concurrency:<3} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
                   f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}", flush=True)

@@ -24,6 +24,9 @@ class Server:
     path: str = "/predict"
     ready_path: str = "/readyz"
     check: Callable[[dict], bool] = lambda answer: True
+    # gRPC servers: load goes to this port as OIP ModelInfer calls (loadtest/grpc_load.py)
+    grpc_port: int | None = None
+    grpc_message: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ def prepare_models(settings: Settings, heavy: bool) -> list[BenchModel]:
 
 def servers_for(settings: Settings, models: list[BenchModel], free_port: Callable[[], int]) -> Iterator[Server]:
     """Every server of the comparison, model by model; ports are picked as they start."""
+    from loadtest.grpc_load import infer_request
     from vigil.serving.launch import serve_command
 
     py = sys.executable
@@ -67,12 +71,18 @@ def servers_for(settings: Settings, models: list[BenchModel], free_port: Callabl
         vigil_body = json.dumps({"instances": [model.row]})
         is_heavy = "RandomForest" in model.label
         port = free_port()
-        argv, env = serve_command(config.replace(settings, model=model.uri), port=port, workers=1)
+        # grpc_port=0: HTTP-only runs must not bind the default gRPC port
+        argv, env = serve_command(config.replace(settings, model=model.uri, grpc_port=0), port=port, workers=1)
         yield Server("vigil-http", model.label, argv, env, port, vigil_body,
                      check=lambda a: "predictions" in a and len(a["predictions"]) == 1)
+        port, grpc_port = free_port(), free_port()
+        argv, env = serve_command(config.replace(settings, model=model.uri, grpc_port=grpc_port), port=port, workers=1)
+        yield Server("vigil-grpc", model.label, argv, env, port, vigil_body, grpc_port=grpc_port,
+                     grpc_message=infer_request(model.uri.split("/")[1], [model.row]))
         if is_heavy:
             port = free_port()
-            argv, env = serve_command(config.replace(settings, model=model.uri, max_batch_size=1), port=port, workers=1)
+            argv, env = serve_command(config.replace(settings, model=model.uri, max_batch_size=1, grpc_port=0), port=port,
+                                      workers=1)
             yield Server("vigil-http-unbatched", model.label, argv, env, port, vigil_body)
             continue  # the peers' story is told on iris; the heavy model is about batching
         port = free_port()

@@ -62,7 +62,8 @@ def test_export_then_serve_bento_without_mlflow(tmp_path):
         "VIGIL_MODEL": "models:/iris@champion",
     }
     _bentoml(["import", str(archive)], serve_env, tmp_path)
-    bento_dir = next((tmp_path / "elsewhere" / "bentos" / "vigil-iris").glob("[!l]*"))
+    # The store holds one folder per bento version plus a `latest` pointer file.
+    bento_dir = next(p for p in (tmp_path / "elsewhere" / "bentos" / "vigil-iris").iterdir() if p.is_dir())
     info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert info["service"] == "service:Vigil"
     assert info["labels"]["registry_name"] == "iris" and info["labels"]["registry_version"] == version

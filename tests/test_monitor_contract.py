@@ -43,7 +43,7 @@ def test_monitor_down_spools_then_drops_past_the_cap_and_counts(tmp_path) -> Non
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = load({"VIGIL_HOME": str(tmp_path), "VIGIL_MONITOR_URL": f"http://127.0.0.1:{port}",
-                     "VIGIL_PROFILE_SPOOL_BYTES": "6000"})
+                     "VIGIL_PROFILE_SPOOL_BYTES": "6000", "VIGIL_PROFILE_LINGER_MS": "0"})
     streamer = ProfileStreamer(settings)
     for _ in range(4):
         assert streamer.submit(ServedBatch("m", "1", {"a": np.arange(8.0)}, np.zeros(8), classes=[0, 1]))

@@ -71,7 +71,7 @@ class MonitorProcess:
 @pytest.fixture()
 def settings(tmp_path) -> Settings:
     return load({"VIGIL_HOME": str(tmp_path), "VIGIL_MONITOR_URL": f"http://127.0.0.1:{_free_port()}",
-                 "VIGIL_PROFILE_SEND_TIMEOUT_S": "1"})
+                 "VIGIL_PROFILE_SEND_TIMEOUT_S": "1", "VIGIL_PROFILE_LINGER_MS": "0"})  # one profile per batch
 
 
 @pytest.fixture()

@@ -109,7 +109,8 @@ def test_metrics_count_rows_and_rejections(iris_server):
     assert _metric(after, "vigil_predictions_total", '{model="iris",outcome="ok",version="1"}') == ok_before + 15
     assert _metric(after, "vigil_rejected_requests_total", '{reason="wrong_feature_count"}') >= 1
     assert _metric(after, "vigil_model_info", '{model="iris",version="1"}') == 1
-    assert _metric(after, "vigil_request_seconds_count") > _metric(before, "vigil_request_seconds_count")
+    http = {"labels": '{protocol="http"}'}
+    assert _metric(after, "vigil_request_seconds_count", **http) > _metric(before, "vigil_request_seconds_count", **http)
     assert _metric(after, "vigil_batch_size_sum") >= 15
     assert _metric(after, "vigil_queue_rows") == 0
     assert "vigil_inference_seconds_bucket" in after

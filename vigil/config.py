@@ -83,6 +83,7 @@ class Settings:
     profile_queue_size: int = 1024  # batches waiting for the profiling thread
     profile_spool_bytes: int = 64 << 20  # on-disk spool cap while the monitor is away
     profile_send_timeout_s: float = 2.0
+    profile_linger_ms: float = 100.0  # merge batches served within this into one profile; 0 = one per batch
     monitor_window_seconds: int = 60  # tumbling window length (event time)
     monitor_drift_share: float = 0.5  # dataset drift when this share of features drifted
     monitor_drift_alpha: float = 0.05  # KS / chi-square significance for small windows
@@ -178,6 +179,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         profile_queue_size=_int(env, "VIGIL_PROFILE_QUEUE_SIZE", defaults.profile_queue_size, 1),
         profile_spool_bytes=_int(env, "VIGIL_PROFILE_SPOOL_BYTES", defaults.profile_spool_bytes),
         profile_send_timeout_s=_float(env, "VIGIL_PROFILE_SEND_TIMEOUT_S", defaults.profile_send_timeout_s, 0.05),
+        profile_linger_ms=_float(env, "VIGIL_PROFILE_LINGER_MS", defaults.profile_linger_ms),
         monitor_window_seconds=_int(env, "VIGIL_MONITOR_WINDOW_SECONDS", defaults.monitor_window_seconds, 1),
         monitor_drift_share=_float(env, "VIGIL_MONITOR_DRIFT_SHARE", defaults.monitor_drift_share, 0.0),
         monitor_drift_alpha=_float(env, "VIGIL_MONITOR_DRIFT_ALPHA", defaults.monitor_drift_alpha, 1e-9),

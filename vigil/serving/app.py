@@ -46,7 +46,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(runtime: Runtime) -> Starlette:
-    """Routes: POST /predict, GET /metadata, GET /metrics (livez/readyz come from BentoML)."""
+    """Routes: POST /predict, GET /metadata, GET /metrics, OIP v2 /v2/... (livez/readyz come from BentoML)."""
     limit = runtime.settings.max_body_bytes
 
     async def predict(request: Request) -> Response:
@@ -71,10 +71,14 @@ def create_app(runtime: Runtime) -> Starlette:
         content, media_type = render()
         return Response(content, media_type=media_type)
 
+    # imported here: oip_rest builds on this module's helpers
+    from vigil.serving.oip_rest import oip_routes
+
     return Starlette(
         routes=[
             Route("/predict", predict, methods=["POST"]),
             Route("/metadata", metadata, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *oip_routes(runtime),  # Open Inference Protocol v2 REST: /v2/...
         ]
     )

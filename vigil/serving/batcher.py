@@ -14,6 +14,7 @@ queue refills within the loop turn and batches grow by themselves.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -23,9 +24,14 @@ from typing import Callable, Protocol
 import numpy as np
 
 from vigil.serving.errors import Overloaded
+
+log = logging.getLogger("bentoml.vigil")
 from vigil.serving.model import Prediction
 
 Infer = Callable[[dict[str, np.ndarray]], Prediction]
+# Called once per successful batch with its inputs, result and per-row request ids (the
+# monitor's profile producer). It must only enqueue: it runs on the serving path.
+OnBatch = Callable[[dict[str, np.ndarray], Prediction, list[str]], None]
 
 
 class BatchObserver(Protocol):
@@ -47,6 +53,7 @@ class _Item:
     inputs: dict[str, np.ndarray]
     rows: int
     future: asyncio.Future = field(repr=False)
+    ids: list[str] | None = None
 
 
 class Batcher:
@@ -61,6 +68,7 @@ class Batcher:
         max_queue_rows: int,
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
+        on_batch: OnBatch | None = None,
     ) -> None:
         self._infer = infer
         self.max_batch_size = max_batch_size
@@ -69,6 +77,7 @@ class Batcher:
         # None = run inference inline on the event loop (see runtime.py for the choice).
         self._executor = executor
         self._observer = observer or _NullObserver()
+        self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self.queued_rows = 0
         self._wakeup: asyncio.Event | None = None
@@ -92,8 +101,12 @@ class Batcher:
                 item.future.set_exception(Overloaded("shutting_down", "the server is shutting down"))
         self._queue.clear()
 
-    async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> Prediction:
-        """Queue one request's rows and wait for its slice of the batch result."""
+    async def submit(self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None = None) -> Prediction:
+        """Queue one request's rows and wait for its slice of the batch result.
+
+        `ids` (one per row) reach `on_batch`; a batch holding a request without ids
+        (the warm-up) is not reported.
+        """
         if self._task is None or self._wakeup is None:
             raise RuntimeError("batcher not started")
         # Bounded queue: shed instead of letting latency grow without limit. A lone
@@ -101,7 +114,7 @@ class Batcher:
         if self.queued_rows and self.queued_rows + rows > self.max_queue_rows:
             raise Overloaded("overloaded", f"the server queue is full ({self.queued_rows} rows waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(inputs, rows, future))
+        self._queue.append(_Item(inputs, rows, future, ids))
         self.queued_rows += rows
         self._observer.queue_changed(self.queued_rows)
         self._wakeup.set()
@@ -146,7 +159,8 @@ class Batcher:
         if not live:
             return
         try:
-            prediction = await self._call(_concat([i.inputs for i in live]), sum(i.rows for i in live))
+            inputs = _concat([i.inputs for i in live])
+            prediction = await self._call(inputs, sum(i.rows for i in live))
         except Exception as exc:
             if len(live) == 1:
                 live[0].future.set_exception(exc)
@@ -167,6 +181,17 @@ class Batcher:
                     )
                 )
             offset = end
+        # After the answers are handed out: profiling is never on a request's clock.
+        if self._on_batch is not None and all(i.ids is not None for i in live):
+            self._report(inputs, prediction, live)
+
+    def _report(self, inputs: dict[str, np.ndarray], prediction: Prediction, live: list[_Item]) -> None:
+        assert self._on_batch is not None
+        ids = live[0].ids if len(live) == 1 else [rid for i in live for rid in i.ids]  # type: ignore[union-attr]
+        try:
+            self._on_batch(inputs, prediction, ids)  # type: ignore[arg-type]
+        except Exception:  # monitoring must never fail a prediction
+            log.exception("vigil: could not hand a served batch to the profile stream")
 
     async def _call(self, inputs: dict[str, np.ndarray], rows: int) -> Prediction:
         start = time.perf_counter()

@@ -29,3 +29,9 @@ class Overloaded(RequestError):
 
 class NotReady(RequestError):
     status = 503
+
+
+class NotFound(RequestError):
+    """The request names a model (or version) this server does not serve."""
+
+    status = 404

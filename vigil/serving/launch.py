@@ -13,7 +13,7 @@ SERVICE_CLASS = "Vigil"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Routes served by Vigil's own Starlette app: BentoML must not trace them (an
 # OpenTelemetry span per request was ~20 % of the CPU time per prediction).
-FAST_ROUTES = ["/predict", "/metadata", "/metrics"]
+FAST_ROUTES = ["/predict", "/metadata", "/metrics", "/v2/"]
 # BentoML's per-request timeout schedules a timer per request that keeps the request
 # alive until it fires; 60 s of those under load is what made memory grow. Predictions
 # answer in milliseconds, so a short ceiling is both safe and cheap.

@@ -32,8 +32,12 @@ class ServingMetrics:
             "vigil_inference_seconds", "ONNX Runtime time per batch.", buckets=LATENCY_BUCKETS, **reg
         )
         self.batch_size = Histogram("vigil_batch_size", "Rows per batch.", buckets=BATCH_BUCKETS, **reg)
+        # protocol: "http" (/predict, /v1/predict, /v2 REST) or "grpc"; its _count is the
+        # per-protocol request counter, while vigil_batch_size stays one histogram because
+        # both protocols feed the same batches.
         self.request = Histogram(
-            "vigil_request_seconds", "Time to answer one /predict request.", buckets=LATENCY_BUCKETS, **reg
+            "vigil_request_seconds", "Time to answer one prediction request, by protocol.", ["protocol"],
+            buckets=LATENCY_BUCKETS, **reg
         )
         # livesum: the total waiting across the live workers, not one value per pid.
         self.queue_rows = Gauge(
@@ -60,8 +64,8 @@ class ServingMetrics:
     def answered(self, rows: int) -> None:
         self._ok.inc(rows)
 
-    def request_done(self, seconds: float) -> None:
-        self.request.observe(seconds)
+    def request_done(self, seconds: float, protocol: str = "http") -> None:
+        self.request.labels(protocol).observe(seconds)
 
     def refused(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

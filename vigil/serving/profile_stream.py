@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from vigil.config import Settings
+from vigil.serving.profile_coalesce import coalesce
 from vigil.serving.profile_spool import Spool
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,30 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def widen_float32(values: np.ndarray) -> np.ndarray:
+    """float32 model inputs as the float64 numbers the client most likely sent.
+
+    The service hands over the float32 tensor the model saw: 5.1 arrives as
+    5.099999904632568. Against a float64 training reference full of repeated values
+    (iris has 29 rows of petal_width 0.2), that tiny offset puts a whole tie group on the
+    other side of every CDF step and reads as a KS shift. Rounding to float32's 7
+    significant digits gives back 5.1 exactly.
+    """
+    wide = values.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.floor(np.log10(np.abs(wide)))
+    scale = np.where(np.isfinite(exponent), 10.0 ** (6 - exponent), 1.0)
+    return np.where(np.isfinite(wide) & (wide != 0), np.round(wide * scale) / scale, wide)
+
+
 def profile_frame(batch: ServedBatch) -> "Any":
     """The DataFrame that is profiled: features, `prediction`, `proba_<class>` columns."""
     import pandas as pd
 
     frame = pd.DataFrame(batch.features).reset_index(drop=True).copy()
+    for column in frame.columns:
+        if frame[column].dtype == np.float32:
+            frame[column] = widen_float32(frame[column].to_numpy())
     preds = list(batch.predictions)
     if batch.task == "classification":
         # Labels are categories even when they are ints: profile them as strings, the
@@ -126,7 +146,7 @@ class _Metrics:
             "vigil_profiles_dropped_total", "Profiles lost (queue_full, spool_full, rejected, error)", ["reason"], **kw
         )
         self.spool_bytes = Gauge(
-            "vigil_profile_spool_bytes", "Bytes waiting in the profile spool", multiprocess_mode="max", **kw
+            "vigil_profile_spool_bytes", "Bytes waiting in the profile spool", multiprocess_mode="livemax", **kw
         )
         self.latency = Histogram(
             "vigil_profile_send_latency_seconds",
@@ -235,13 +255,34 @@ class ProfileStreamer:
                     break
             if batch is not None:
                 self._busy = True
+                batches = self._drain(batch) if self.settings.profile_linger_ms > 0 else [batch]
                 try:
-                    self._handle(batch)
+                    for merged in self._coalesce(batches):
+                        self._handle(merged)
                 finally:
-                    self._queue.task_done()
+                    for _ in batches:
+                        self._queue.task_done()
             self._maybe_replay()
             self._busy = False
             self._metrics.spool_bytes.set(self._spool.bytes)
+
+    def _drain(self, first: ServedBatch) -> list[ServedBatch]:
+        """`first` plus what arrives within the linger time (already queued, under load)."""
+        self._stop.wait(max(0.0, first.timestamp + self.settings.profile_linger_ms / 1000 - time.time()))
+        batches = [first]
+        while len(batches) < self.settings.profile_queue_size:
+            try:
+                batches.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batches
+
+    def _coalesce(self, batches: list[ServedBatch]) -> list[ServedBatch]:
+        try:
+            return coalesce(batches, self.settings.monitor_window_seconds)
+        except Exception as exc:  # an odd batch must not cost its neighbours: send them one by one
+            log.warning("cannot merge %d batches (%s); sending them one by one", len(batches), exc)
+            return batches
 
     def _handle(self, batch: ServedBatch) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -14,6 +15,7 @@ from vigil.config import Settings
 from vigil.serving.batcher import Batcher
 from vigil.serving.errors import NotReady, RequestError
 from vigil.serving.metrics import ServingMetrics
+from vigil.serving.monitoring import BatchFeed
 from vigil.serving.model import OnnxModel
 from vigil.serving.source import ModelFolder, locate
 from vigil.serving.validation import ParsedRequest, Validator
@@ -52,7 +54,9 @@ class Runtime:
         self.batcher: Batcher | None = None
         self.metrics: ServingMetrics | None = None
         self.ids = IdGenerator()
+        self.feed: BatchFeed | None = None  # the monitor's profile producer (VIGIL_PROFILE_STREAM)
         self._executor: ThreadPoolExecutor | None = None
+        self._grpc: Any = None  # the OIP gRPC server (grpc.aio.Server) when VIGIL_GRPC_PORT != 0
 
     def load(self, packed: Path | None = None) -> None:
         """Locate, load and warm the model (blocking; run before serving traffic)."""
@@ -82,17 +86,34 @@ class Runtime:
             max_queue_rows=self.settings.max_queue_rows,
             executor=self._executor,
             observer=self.metrics,
+            on_batch=self._served,
         )
         self.batcher.start()
         # Warm the whole path once (validation -> batcher -> split) before saying ready.
         dummy = self.model.dummy_inputs(1)
         await self.batcher.submit(dummy, 1)
+        if self.settings.profile_stream:
+            # Created here, in the worker, so its metrics land in the multiprocess registry.
+            self.feed = BatchFeed(self.settings, schema)
+            self.feed.start()
         self.ready = True
+        if self.settings.grpc_port:
+            # On this loop, so gRPC requests queue into the same batcher as HTTP ones.
+            from vigil.serving.oip_grpc import start_grpc
+
+            self._grpc = await start_grpc(self)
 
     async def stop(self) -> None:
         self.ready = False
+        if self._grpc is not None:
+            from vigil.serving.oip_grpc import stop_grpc
+
+            await stop_grpc(self._grpc)
+            self._grpc = None
         if self.batcher is not None:
             await self.batcher.stop()
+        if self.feed is not None:
+            await asyncio.to_thread(self.feed.close)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
 
@@ -109,7 +130,9 @@ class Runtime:
     async def predict(self, request: ParsedRequest) -> dict[str, Any]:
         """Run one validated request through the shared batcher and build the answer."""
         assert self.batcher is not None and self.model is not None
-        result = await self.batcher.submit(request.inputs, request.rows)
+        # Ids are fixed before batching so the batch's profile can carry them per row.
+        ids = request.ids if request.ids is not None else self.ids.take(request.rows)
+        result = await self.batcher.submit(request.inputs, request.rows, ids)
         if self.metrics is not None:
             self.metrics.answered(request.rows)
         schema = self.model.schema
@@ -117,9 +140,13 @@ class Runtime:
         if result.probabilities is not None:
             answer["probabilities"] = result.probabilities.tolist()
             answer["classes"] = schema.classes
-        answer["request_ids"] = request.ids if request.ids is not None else self.ids.take(request.rows)
+        answer["request_ids"] = ids
         answer["model"] = {"name": schema.model_name, "version": schema.model_version}
         return answer
+
+    def _served(self, inputs: dict[str, Any], prediction: Any, ids: list[str]) -> None:
+        if self.feed is not None:
+            self.feed(inputs, prediction, ids)
 
     def refused(self, error: RequestError) -> None:
         if self.metrics is not None:

@@ -85,6 +85,64 @@ class Validator:
         rows = self._rows(instances)
         return ParsedRequest(self._inputs(rows), len(rows), ids)
 
+    # -- column entry points (binary protocols: OIP v2 over gRPC / REST) ------------------
+
+    def validate_matrix(self, matrix: np.ndarray, ids: list[str] | None = None) -> ParsedRequest:
+        """Validate a numeric [rows, features] array holding every feature in schema order."""
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.names):
+            raise RequestError("wrong_feature_count", f"expected shape [rows, {len(self.names)}] "
+                               f"({', '.join(self.names)}), got {list(matrix.shape)}")
+        if any(self.types[n] == "string" for n in self.names):
+            raise RequestError("bad_input", "this model has string features: send one input per feature")
+        self._check_row_count(matrix.shape[0])
+        _check_finite(matrix, self.names)
+        for i, name in enumerate(self.names):
+            if self.types[name] == "integer":
+                _check_integral(name, matrix[:, i])
+        if self.direct is not None:
+            if self.direct.type == "float32" and matrix.dtype != np.float32:
+                _check_float32(matrix, self.names)
+            return ParsedRequest({self.direct.name: matrix.astype(_DTYPES[self.direct.type], copy=False)},
+                                 matrix.shape[0], ids)
+        columns = {name: matrix[:, i].astype(np.float64) for i, name in enumerate(self.names)}
+        return ParsedRequest(self._assemble(columns), matrix.shape[0], ids)
+
+    def validate_columns(self, columns: dict[str, np.ndarray], ids: list[str] | None = None) -> ParsedRequest:
+        """Validate one 1-D array per feature (string features: object arrays of `str`)."""
+        missing = [n for n in self.names if n not in columns]
+        unknown = sorted(k for k in columns if k not in self.name_set)
+        if missing or unknown:
+            parts = ([f"missing feature(s) {', '.join(missing)}"] if missing else []) + (
+                [f"unknown feature(s) {', '.join(unknown)}"] if unknown else [])
+            raise RequestError("unknown_feature" if unknown else "missing_feature", "; ".join(parts))
+        lengths = {name: len(columns[name]) for name in self.names}
+        if len(set(lengths.values())) > 1:
+            raise RequestError("rows_mismatch", "features have different row counts: "
+                               + ", ".join(f"{n}={r}" for n, r in lengths.items()))
+        rows = lengths[self.names[0]]
+        self._check_row_count(rows)
+        checked = {}
+        for name in self.names:
+            column = columns[name]
+            if self.types[name] == "string":
+                if column.dtype != object or not all(type(v) is str for v in column):
+                    raise RequestError("expected_string", f"feature {name!r} must hold strings")
+                checked[name] = column
+                continue
+            if column.dtype == object or column.dtype.kind not in "fiu":
+                raise RequestError("expected_number", f"feature {name!r} must hold numbers")
+            _check_finite(column.reshape(-1, 1), [name])
+            if self.types[name] == "integer":
+                _check_integral(name, column)
+            checked[name] = column.astype(np.float64, copy=False)
+        return ParsedRequest(self._assemble(checked), rows, ids)
+
+    def _check_row_count(self, rows: int) -> None:
+        if rows == 0:
+            raise RequestError("empty_instances", "the input has no rows: send at least one row")
+        if rows > self.max_rows:
+            raise RequestError("too_many_rows", f"{rows} rows in one request; the limit is {self.max_rows}")
+
     # -- pieces ---------------------------------------------------------------------------
 
     @staticmethod
@@ -227,3 +285,19 @@ def _check_float32(block: np.ndarray, names: list[str]) -> None:
             "out_of_range",
             f"feature {names[col]!r} in instances[{row}] is {block[row, col]:g}, beyond the float32 range the model uses",
         )
+
+
+def _check_finite(block: np.ndarray, names: list[str]) -> None:
+    """Refuse NaN/inf in a float [rows, columns] block, naming the first culprit."""
+    if block.dtype.kind != "f" or np.isfinite(block).all():
+        return
+    row, col = np.argwhere(~np.isfinite(block))[0]
+    raise RequestError(
+        "non_finite", f"feature {names[col]!r} in row {row} is {block[row, col]}; NaN/Infinity are not accepted"
+    )
+
+
+def _check_integral(name: str, column: np.ndarray) -> None:
+    if column.dtype.kind == "f" and not np.all(np.mod(column, 1) == 0):
+        row = int(np.argmax(np.mod(column, 1) != 0))
+        raise RequestError("expected_integer", f"feature {name!r} in row {row} must be an integer, got {column[row]!r}")

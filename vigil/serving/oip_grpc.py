@@ -1,0 +1,160 @@
+"""`inference.GRPCInferenceService` (Open Inference Protocol v2) inside each BentoML worker.
+
+The server is a grpc.aio server on the worker's own event loop, so ModelInfer queues into
+the same Batcher as the HTTP routes and HTTP + gRPC requests share batches. Every worker
+binds the same port with SO_REUSEPORT and the kernel spreads connections over them.
+
+The service definition is the one generated and shipped in `tritonclient` (its
+`service_pb2*` modules): Triton's clients and perf tools speak it unchanged. RPCs that only
+make sense for Triton (repository control, shared memory, tracing...) answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from vigil.serving.errors import NotFound, NotReady, Overloaded, PayloadTooLarge, RequestError
+from vigil.serving.oip_model import OipModel, Output
+from vigil.serving.oip_tensors import Tensor, from_contents, from_raw, to_raw
+
+if TYPE_CHECKING:
+    from vigil.serving.runtime import Runtime
+
+log = logging.getLogger("bentoml.vigil")
+
+IMPLEMENTED = {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"}
+STOP_GRACE_S = 1.0
+
+
+def status_for(error: RequestError) -> grpc.StatusCode:
+    """The gRPC status matching the HTTP status the same error gets on the REST routes."""
+    if isinstance(error, NotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, NotReady) or error.reason == "shutting_down":
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, (Overloaded, PayloadTooLarge)):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def decode_inputs(request: Any) -> list[Tensor]:
+    """The request's input tensors, from raw_input_contents (all inputs) or typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise RequestError("bad_raw_contents", f"raw_input_contents has {len(raw)} entries for "
+                           f"{len(request.inputs)} inputs; send raw data for every input or for none")
+    return [
+        from_raw(t.name, t.datatype, list(t.shape), raw[i]) if raw
+        else from_contents(t.name, t.datatype, list(t.shape), t.contents)
+        for i, t in enumerate(request.inputs)
+    ]
+
+
+def _response(request: Any, oip: OipModel, outputs: list[Output]) -> Any:
+    schema = oip.schema
+    response = pb.ModelInferResponse(model_name=schema.model_name, model_version=schema.model_version, id=request.id)
+    for out in outputs:
+        tensor = response.outputs.add(name=out.name, datatype=out.datatype)
+        tensor.shape.extend(out.data.shape)
+        response.raw_output_contents.append(to_raw(out.data, out.datatype))
+    return response
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The six OIP RPCs, answered from the worker's Runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.oip = OipModel(runtime)
+
+    async def _fail(self, context: grpc.aio.ServicerContext, error: RequestError) -> None:
+        self.runtime.refused(error)
+        # the stable reason code travels as trailing metadata for clients that branch on it
+        await context.abort(status_for(error), error.message, trailing_metadata=(("vigil-reason", error.reason),))
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=self.oip.ready)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            self.oip.check(request.name, request.version)
+        except RequestError as error:
+            await self._fail(context, error)
+        return pb.ModelReadyResponse(ready=self.oip.ready)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerMetadataResponse(**self.oip.server_metadata())
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            self.oip.check(request.name, request.version)
+            meta = self.oip.model_metadata()
+        except RequestError as error:
+            await self._fail(context, error)
+        return pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]],
+        )
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        try:
+            self.oip.check(request.model_name, request.model_version)
+            parsed = self.oip.parse(decode_inputs(request), request.id)
+            outputs = await self.oip.infer(parsed, [o.name for o in request.outputs])
+        except RequestError as error:
+            await self._fail(context, error)
+        response = _response(request, self.oip, outputs)
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.request_done(time.perf_counter() - start, "grpc")
+        return response
+
+
+def _unimplemented(method: str) -> Any:
+    async def handler(self: InferenceServicer, request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is a Triton-specific RPC; Vigil does not implement it")
+
+    handler.__name__ = method
+    return handler
+
+
+for _method in [m for m in vars(pb_grpc.GRPCInferenceServiceServicer) if not m.startswith("_")]:
+    if _method not in IMPLEMENTED:
+        setattr(InferenceServicer, _method, _unimplemented(_method))
+
+
+async def start_grpc(runtime: Runtime) -> grpc.aio.Server:
+    """Start the OIP gRPC server on the running loop, on settings.host:settings.grpc_port."""
+    settings = runtime.settings
+    limit = settings.grpc_max_message_bytes
+    server = grpc.aio.server(options=[
+        ("grpc.so_reuseport", 1),  # every worker binds the same port; the kernel balances connections
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(runtime), server)
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio raises when the address cannot be bound
+        raise RuntimeError(f"cannot serve gRPC on {address} (VIGIL_GRPC_PORT): {exc}") from None
+    if not bound:
+        raise RuntimeError(f"cannot serve gRPC on {address} (VIGIL_GRPC_PORT): the port is in use")
+    await server.start()
+    log.info("vigil: gRPC (Open Inference Protocol v2) on %s", address)
+    return server
+
+
+async def stop_grpc(server: grpc.aio.Server) -> None:
+    """Stop accepting RPCs and give in-flight ones a short grace period."""
+    await server.stop(STOP_GRACE_S)
