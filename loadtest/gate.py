@@ -7,9 +7,9 @@ per-endpoint table and compared with the SLO. `SloVerdict.exit_code` is non-zero
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -155,36 +155,58 @@ def locust_command(settings: Settings, host: str, slo: Slo, out_dir: Path, paylo
     argv = [str(Path(sys.executable).with_name("locust")), "-f", str(LOCUSTFILE), "--host", host,
             "--users", str(slo.users), "--spawn-rate", str(slo.spawn_rate), "--run-time", f"{slo.duration_s}s",
             "--csv", str(out_dir / "locust"), "--html", str(out_dir / "report.html"),
+            "--vigil-stats-out", str(out_dir / "stats.json"),
             "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "2",
             "--vigil-rows", str(slo.rows_per_request), "--vigil-drift-seconds", str(slo.duration_s)]
     argv += ["--autostart", "--autoquit", "2", "--web-host", "127.0.0.1"] if web else ["--headless"]
     if payloads is not None:
         argv += ["--vigil-payloads", str(payloads)]
-    if "GrpcUser" in slo.user_classes:
+    if "GrpcUser" in slo.user_classes and settings.grpc_port:  # VIGIL_GRPC_PORT=0: no gRPC server
         argv += ["--vigil-grpc-host", f"{urlparse(host).hostname}:{settings.grpc_port}"]
     return argv + list(slo.user_classes)
 
 
-def read_stats(csv_prefix: Path) -> tuple[list[EndpointStats], EndpointStats]:
-    """Per-endpoint rows and the aggregate from Locust's <prefix>_stats.csv."""
-    path = csv_prefix.with_name(csv_prefix.name + "_stats.csv")
-    if not path.exists():
-        raise LoadtestError(f"Locust wrote no statistics ({path} is missing)")
-    rows = []
-    with path.open(newline="") as handle:
-        for r in csv.DictReader(handle):
-            rows.append(EndpointStats(
-                name=r["Name"], method=r["Type"], requests=int(r["Request Count"]), failures=int(r["Failure Count"]),
-                rps=float(r["Requests/s"]), p50_ms=_ms(r["50%"]), p95_ms=_ms(r["95%"]), p99_ms=_ms(r["99%"]),
-            ))
-    total = next((r for r in rows if r.name == "Aggregated"), None)
-    if total is None or total.requests == 0:
+def read_stats(json_file: Path) -> tuple[list[EndpointStats], EndpointStats]:
+    """Per-endpoint rows and the aggregate from the final stats the locustfile writes.
+
+    (Not the CSV: Locust writes it once a second, so it can miss the end of a short run.)
+    """
+    if not json_file.exists():
+        raise LoadtestError(f"Locust wrote no statistics ({json_file} is missing)")
+    entries = json.loads(json_file.read_text())
+    rows = [_entry(e["name"], e["method"], [e]) for e in entries]
+    total = _entry("Aggregated", "", entries)
+    if total.requests == 0:
         raise LoadtestError("Locust made no requests: is the service answering at the host given?")
-    return [r for r in rows if r.name != "Aggregated"], total
+    return rows, total
 
 
-def _ms(value: str) -> float:
-    return float("nan") if value in ("", "N/A") else float(value)
+def _entry(name: str, method: str, entries: list[dict[str, Any]]) -> EndpointStats:
+    """Merge serialized StatsEntry dicts: counts add, response-time histograms merge."""
+    histogram: dict[float, int] = {}
+    for e in entries:
+        for ms, count in e["response_times"].items():
+            histogram[float(ms)] = histogram.get(float(ms), 0) + count
+    requests_ = sum(e["num_requests"] for e in entries)
+    span = max((e["last_request_timestamp"] or 0) for e in entries) - min(e["start_time"] for e in entries) if entries else 0
+    return EndpointStats(
+        name=name, method=method, requests=requests_, failures=sum(e["num_failures"] for e in entries),
+        rps=requests_ / span if span > 0 else 0.0,
+        p50_ms=_percentile(histogram, 0.50), p95_ms=_percentile(histogram, 0.95), p99_ms=_percentile(histogram, 0.99),
+    )
+
+
+def _percentile(histogram: dict[float, int], q: float) -> float:
+    """Nearest-rank percentile over Locust's (rounded ms -> count) histogram."""
+    total = sum(histogram.values())
+    if not total:
+        return float("nan")
+    rank, seen = math.ceil(q * total), 0
+    for ms in sorted(histogram):
+        seen += histogram[ms]
+        if seen >= rank:
+            return ms
+    return max(histogram)
 
 
 def judge(slo: Slo, total: EndpointStats) -> list[Check]:
@@ -249,7 +271,7 @@ def run_loadtest(settings: Settings, host: str, slo_path: Path, out_dir: Path, u
     # Locust exits 1 when any request failed; that is for the SLO to judge, not an error.
     if result.returncode not in (0, 1):
         raise LoadtestError(f"locust exited with {result.returncode}; see {log}:\n{log.read_text()[-2000:]}")
-    endpoints, total = read_stats(out_dir / "locust")
+    endpoints, total = read_stats(out_dir / "stats.json")
     checks = judge(slo, total)
     verdict = SloVerdict(all(c.passed for c in checks), checks, endpoints, total, out_dir / "report.html",
                          out_dir / "locust", [note])

@@ -39,6 +39,7 @@ def _options(parser: Any) -> None:
     group.add_argument("--vigil-wait", type=float, default=0.0, help="seconds each user waits between requests")
     group.add_argument("--vigil-drift-seconds", type=float, default=30.0, help="DriftUser reaches full shift after this")
     group.add_argument("--vigil-drift-scale", type=float, default=3.0, help="full shift, in standard deviations")
+    group.add_argument("--vigil-stats-out", default="", help="write the final per-endpoint stats here (JSON)")
     group.add_argument("--vigil-grpc-host", default="", help="host:port of the gRPC endpoint (empty: GrpcUser idles)")
 
 
@@ -58,6 +59,15 @@ def _prepare(environment: Any, **_: Any) -> None:
             mean = sum(values) / len(values)
             STD[name] = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 or 1.0
     STARTED[0] = time.monotonic()
+
+
+@events.test_stop.add_listener
+def _save_stats(environment: Any, **_: Any) -> None:
+    """The final per-endpoint stats, unaltered (Locust's own --json-file resets them first)."""
+    opts = environment.parsed_options
+    if opts and opts.vigil_stats_out and environment.runner is not None:
+        entries = [e.serialize() for e in environment.runner.stats.entries.values() if e.num_requests or e.num_failures]
+        Path(opts.vigil_stats_out).write_text(json.dumps(entries, default=str))
 
 
 def _read_pool(path: str) -> list[dict[str, Any]]:
@@ -83,7 +93,7 @@ def _rows(count: int, shift: float = 0.0) -> list[dict[str, Any]]:
 class PredictUser(HttpUser):
     """Reference-like traffic on POST /predict."""
 
-    weight = 4
+    weight = 1
     wait_time = constant(0)
 
     def on_start(self) -> None:
@@ -155,18 +165,29 @@ class GrpcUser(User):
         )
 
     def _inputs(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """One tensor per ONNX input, columns in schema order (FP32 or BYTES)."""
+        """Tensors in the service's OIP convention (vigil/serving/oip_model.py).
+
+        All-numeric models: one FP32 [rows, n_features] input in feature order, named like
+        the single ONNX input. Models with string features: one [rows, 1] input per
+        feature, named by it, BYTES for strings and FP32 otherwise.
+        """
         import numpy as np
 
+        features = META["inputs"]["features"]
+        onnx_inputs = META["inputs"]["onnx_inputs"]
+        if all(f["type"] != "string" for f in features):
+            name = onnx_inputs[0]["name"] if len(onnx_inputs) == 1 else "input"
+            data = np.array([[r[f["name"]] for f in features] for r in rows], dtype=np.float32)
+            return [self._tensor(name, data, "FP32")]
         tensors = []
-        for spec in META["inputs"]["onnx_inputs"]:
-            if spec["type"] == "string":
-                data = np.array([[str(r[c]).encode() for c in spec["columns"]] for r in rows], dtype=object)
-                datatype = "BYTES"
+        for f in features:
+            if f["type"] == "string":
+                tensors.append(self._tensor(f["name"], np.array([[str(r[f["name"]]).encode()] for r in rows], dtype=object), "BYTES"))
             else:
-                data = np.array([[r[c] for c in spec["columns"]] for r in rows], dtype=np.float32)
-                datatype = "FP32"
-            tensor = self.triton.InferInput(spec["name"], list(data.shape), datatype)
-            tensor.set_data_from_numpy(data)
-            tensors.append(tensor)
+                tensors.append(self._tensor(f["name"], np.array([[r[f["name"]]] for r in rows], dtype=np.float32), "FP32"))
         return tensors
+
+    def _tensor(self, name: str, data: Any, datatype: str) -> Any:
+        tensor = self.triton.InferInput(name, list(data.shape), datatype)
+        tensor.set_data_from_numpy(data)
+        return tensor

@@ -33,6 +33,7 @@ class MonitorCollector(Collector):
         yield from self._ingest(status)
         yield from self._labels(status)
         yield from self._drift()
+        yield from self._reference()
 
     def _ingest(self, status: dict[str, Any]) -> Iterator[Any]:
         profiles = CounterMetricFamily("vigil_monitor_profiles_ingested", "Batches ingested (exactly once)", labels=MV)
@@ -102,3 +103,17 @@ class MonitorCollector(Collector):
                 for kind in ("missing", "nan", "inf"):
                     missing.add_metric(key + [name, kind], c[kind])
         yield from (score, pvalue, effect, verdict, dataset, share, pred, window_rows, quality, qlabels, missing)
+
+    def _reference(self) -> Iterator[Any]:
+        # The version's holdout metrics (vigil.metric.* tags), so alerts can compare the
+        # live quality with what the version scored at training time.
+        ref = GaugeMetricFamily("vigil_monitor_reference_metric", "Holdout metric of the version at training time",
+                                labels=MV + ["metric"])
+        for model, version, _, _ in self.monitor.versions():
+            try:
+                metrics = self.monitor.references.get(model, version).metrics
+            except (LookupError, OSError, ValueError):  # no reference: nothing to compare with
+                continue
+            for metric, value in metrics.items():
+                ref.add_metric([model, version, metric], _num(value))
+        yield ref

@@ -90,14 +90,17 @@ def build_reference(model: str, version: str, raw: pd.DataFrame, task: str, targ
     return Reference(model, version, task, target, frame, labels, numeric, categorical)
 
 
-def install_reference(settings: Settings, model: str, version: str, parquet: Path, task: str, target: str) -> Path:
-    """Put a reference into the monitor's cache without going through MLflow."""
+def install_reference(
+    settings: Settings, model: str, version: str, parquet: Path, task: str, target: str,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    """Put a reference (and optionally its holdout metrics) into the monitor's cache without MLflow."""
     if task not in (artifacts.TASK_CLASSIFICATION, artifacts.TASK_REGRESSION):
         raise ValueError(f"task must be classification or regression, got {task!r}")
     folder = _cache_dir(settings, model, version)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(parquet, folder / "reference.parquet")
-    (folder / "meta.json").write_text(json.dumps({"task": task, "target": target, "metrics": {}}))
+    (folder / "meta.json").write_text(json.dumps({"task": task, "target": target, "metrics": metrics or {}}))
     return folder
 
 
