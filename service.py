@@ -18,7 +18,7 @@ from typing import Any
 import bentoml
 
 from vigil.config import load
-from vigil.serving.app import create_app, error_response
+from vigil.serving.app import FastPath, create_app, error_response
 from vigil.serving.errors import RequestError
 from vigil.serving.launch import service_options
 from vigil.serving.runtime import Runtime
@@ -57,3 +57,7 @@ class Vigil:
         except RequestError as error:
             # Same JSON error body and status as /predict (BentoML passes Responses through).
             return error_response(runtime, error)  # type: ignore[return-value]
+
+
+# POST /predict is answered by this middleware ahead of BentoML's router (see app.py).
+Vigil.add_asgi_middleware(FastPath, runtime=runtime)

@@ -78,6 +78,9 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_queue_rows: int = 4096
     ort_threads: int = 1
+    # Live hot swap (vigil/serving/reload.py): a service on models:/NAME@ALIAS follows the alias.
+    reload_interval_seconds: float = 5.0  # registry poll period per worker; 0 = no polling
+    reload_webhook_secret: str = ""  # MLflow webhook HMAC secret; "" = unsigned webhooks accepted
     # Monitoring: the producer in the service (profile stream) and the monitor process.
     profile_stream: bool = True  # VIGIL_PROFILE_STREAM=0 turns the producer off
     profile_queue_size: int = 1024  # batches waiting for the profiling thread
@@ -89,6 +92,11 @@ class Settings:
     monitor_drift_alpha: float = 0.05  # KS / chi-square significance for small windows
     monitor_retention_seconds: int = 7 * 24 * 3600  # pending predictions/labels kept
     monitor_max_body_bytes: int = 16 << 20
+    # The prediction log (vigil/predlog/): served rows + late labels as Parquet.
+    prediction_log: str = ""  # folder; "" = $VIGIL_HOME/predictions, "off" = no log
+    prediction_log_flush_seconds: float = 5.0  # a crash loses at most this much buffered log
+    prediction_log_max_rows_per_second: int = 1000  # every row up to this, then a uniform sample; 0 = all
+    prediction_log_retention_days: int = 30  # date partitions older than this are deleted
     # Lifecycle (lifecycle/): promotion gate, automatic rollback, retraining on drift.
     actor: str = ""  # who registry moves are recorded as (default: the OS user)
     gate_metric: str = ""  # holdout metric the gate compares ("" = the version's primary metric)
@@ -110,6 +118,7 @@ class Settings:
     retrain_webhook_ref: str = "main"  # git ref for the github style
     auto_promote: bool = False  # retraining may promote to production when the gate passes
     lifecycle_poll_seconds: float = 30.0  # how often the lifecycle worker polls the monitor
+    lifecycle_worker: bool = True  # the monitor hosts the lifecycle worker; VIGIL_LIFECYCLE_WORKER=0 turns it off
 
     @property
     def mlflow_uri(self) -> str:
@@ -130,6 +139,18 @@ class Settings:
     def spool_dir(self) -> Path:
         """Profiles the service could not deliver yet, replayed in order."""
         return self.home / "spool" / "profiles"
+
+    @property
+    def prediction_log_dir(self) -> Path | None:
+        """The prediction log's root folder, or None when VIGIL_PREDICTION_LOG=off."""
+        if self.prediction_log.strip().lower() in ("off", "0", "false", "no"):
+            return None
+        return Path(self.prediction_log).expanduser().resolve() if self.prediction_log else self.home / "predictions"
+
+    @property
+    def raw_spool_dir(self) -> Path:
+        """Served batches the profile agent's queue had no room for (read back by the agent)."""
+        return self.home / "spool" / "raw"
 
     @property
     def bentoml_home(self) -> Path:
@@ -175,6 +196,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "VIGIL_MAX_BODY_BYTES", defaults.max_body_bytes, 64),
         max_queue_rows=_int(env, "VIGIL_MAX_QUEUE_ROWS", defaults.max_queue_rows, 1),
         ort_threads=_int(env, "VIGIL_ORT_THREADS", defaults.ort_threads, 1),
+        reload_interval_seconds=_float(env, "VIGIL_RELOAD_INTERVAL_SECONDS", defaults.reload_interval_seconds),
+        reload_webhook_secret=_env(env, "VIGIL_RELOAD_WEBHOOK_SECRET", ""),
         profile_stream=_bool(env, "VIGIL_PROFILE_STREAM", defaults.profile_stream),
         profile_queue_size=_int(env, "VIGIL_PROFILE_QUEUE_SIZE", defaults.profile_queue_size, 1),
         profile_spool_bytes=_int(env, "VIGIL_PROFILE_SPOOL_BYTES", defaults.profile_spool_bytes),
@@ -185,6 +208,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         monitor_drift_alpha=_float(env, "VIGIL_MONITOR_DRIFT_ALPHA", defaults.monitor_drift_alpha, 1e-9),
         monitor_retention_seconds=_int(env, "VIGIL_MONITOR_RETENTION_SECONDS", defaults.monitor_retention_seconds, 1),
         monitor_max_body_bytes=_int(env, "VIGIL_MONITOR_MAX_BODY_BYTES", defaults.monitor_max_body_bytes, 1024),
+        prediction_log=_env(env, "VIGIL_PREDICTION_LOG", ""),
+        prediction_log_flush_seconds=_float(
+            env, "VIGIL_PREDICTION_LOG_FLUSH_SECONDS", defaults.prediction_log_flush_seconds, 0.05),
+        prediction_log_max_rows_per_second=_int(
+            env, "VIGIL_PREDICTION_LOG_MAX_ROWS_PER_SECOND", defaults.prediction_log_max_rows_per_second),
+        prediction_log_retention_days=_int(
+            env, "VIGIL_PREDICTION_LOG_RETENTION_DAYS", defaults.prediction_log_retention_days, 1),
         actor=_env(env, "VIGIL_ACTOR", ""),
         gate_metric=_env(env, "VIGIL_GATE_METRIC", ""),
         gate_tolerance=_float(env, "VIGIL_GATE_TOLERANCE", defaults.gate_tolerance),
@@ -205,6 +235,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retrain_webhook_ref=_env(env, "VIGIL_RETRAIN_WEBHOOK_REF", defaults.retrain_webhook_ref),
         auto_promote=_bool(env, "VIGIL_AUTO_PROMOTE", defaults.auto_promote),
         lifecycle_poll_seconds=_float(env, "VIGIL_LIFECYCLE_POLL_SECONDS", defaults.lifecycle_poll_seconds, 0.1),
+        lifecycle_worker=_bool(env, "VIGIL_LIFECYCLE_WORKER", defaults.lifecycle_worker),
     )
 
 

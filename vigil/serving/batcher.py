@@ -19,7 +19,7 @@ import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -30,8 +30,9 @@ from vigil.serving.model import Prediction
 
 Infer = Callable[[dict[str, np.ndarray]], Prediction]
 # Called once per successful batch with its inputs, result and per-row request ids (the
-# monitor's profile producer). It must only enqueue: it runs on the serving path.
-OnBatch = Callable[[dict[str, np.ndarray], Prediction, list[str]], None]
+# monitor's profile producer), plus the batch's `model` when its requests carried one.
+# It must only enqueue: it runs on the serving path.
+OnBatch = Callable[..., None]
 
 
 class BatchObserver(Protocol):
@@ -54,6 +55,10 @@ class _Item:
     rows: int
     future: asyncio.Future = field(repr=False)
     ids: list[str] | None = None
+    # Opaque to the batcher (the Runtime's ServingModel): anything with `predict(inputs)`
+    # and `executor`. A batch never mixes models, so a hot swap cannot run rows validated
+    # for one model on another; None = the batcher's own `infer`.
+    model: Any = None
 
 
 class Batcher:
@@ -101,11 +106,13 @@ class Batcher:
                 item.future.set_exception(Overloaded("shutting_down", "the server is shutting down"))
         self._queue.clear()
 
-    async def submit(self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None = None) -> Prediction:
+    async def submit(
+        self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None = None, model: Any = None
+    ) -> Prediction:
         """Queue one request's rows and wait for its slice of the batch result.
 
         `ids` (one per row) reach `on_batch`; a batch holding a request without ids
-        (the warm-up) is not reported.
+        (the warm-up) is not reported. `model` (see `_Item`) runs the request's batch.
         """
         if self._task is None or self._wakeup is None:
             raise RuntimeError("batcher not started")
@@ -114,7 +121,7 @@ class Batcher:
         if self.queued_rows and self.queued_rows + rows > self.max_queue_rows:
             raise Overloaded("overloaded", f"the server queue is full ({self.queued_rows} rows waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(inputs, rows, future, ids))
+        self._queue.append(_Item(inputs, rows, future, ids, model))
         self.queued_rows += rows
         self._observer.queue_changed(self.queued_rows)
         self._wakeup.set()
@@ -136,11 +143,11 @@ class Batcher:
 
     async def _collect(self) -> list[_Item]:
         items = [self._pop()]
-        rows = items[0].rows
+        rows, model = items[0].rows, items[0].model
         deadline = time.monotonic() + self.max_latency_s
         while rows < self.max_batch_size:
             if self._queue:
-                if rows + self._queue[0].rows > self.max_batch_size:
+                if rows + self._queue[0].rows > self.max_batch_size or self._queue[0].model is not model:
                     break
                 item = self._pop()
                 items.append(item)
@@ -160,7 +167,7 @@ class Batcher:
             return
         try:
             inputs = _concat([i.inputs for i in live])
-            prediction = await self._call(inputs, sum(i.rows for i in live))
+            prediction = await self._call(inputs, sum(i.rows for i in live), live[0].model)
         except Exception as exc:
             if len(live) == 1:
                 live[0].future.set_exception(exc)
@@ -188,19 +195,24 @@ class Batcher:
     def _report(self, inputs: dict[str, np.ndarray], prediction: Prediction, live: list[_Item]) -> None:
         assert self._on_batch is not None
         ids = live[0].ids if len(live) == 1 else [rid for i in live for rid in i.ids]  # type: ignore[union-attr]
+        model = live[0].model
         try:
-            self._on_batch(inputs, prediction, ids)  # type: ignore[arg-type]
+            if model is None:
+                self._on_batch(inputs, prediction, ids)
+            else:
+                self._on_batch(inputs, prediction, ids, model)
         except Exception:  # monitoring must never fail a prediction
             log.exception("vigil: could not hand a served batch to the profile stream")
 
-    async def _call(self, inputs: dict[str, np.ndarray], rows: int) -> Prediction:
+    async def _call(self, inputs: dict[str, np.ndarray], rows: int, model: Any = None) -> Prediction:
+        infer, executor = (self._infer, self._executor) if model is None else (model.predict, model.executor)
         start = time.perf_counter()
         ok = False
         try:
-            if self._executor is None:
-                result = self._infer(inputs)
+            if executor is None:
+                result = infer(inputs)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, inputs)
+                result = await asyncio.get_running_loop().run_in_executor(executor, infer, inputs)
             ok = True
             return result
         finally:

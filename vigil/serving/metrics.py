@@ -10,9 +10,13 @@ variable is set — never at import time in the parent process.
 from __future__ import annotations
 
 import os
+import time
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# vigil_model_swap_failures_total reasons (vigil/serving/reload.py), exported at 0 from the
+# start: a series born at 1 shows no increase() in Prometheus, and the alert would miss it.
+SWAP_FAILURE_REASONS = ("registry", "not_servable", "download", "load", "warm")
 
 
 class ServingMetrics:
@@ -43,13 +47,30 @@ class ServingMetrics:
         self.queue_rows = Gauge(
             "vigil_queue_rows", "Rows waiting in the batch queue.", multiprocess_mode="livesum", **reg
         )
+        # 1 for the version a worker serves, 0 once it swapped away. A sample cannot be
+        # deleted from a live worker's multiprocess file, so the old version is set to 0
+        # rather than removed; livemax = the max over live workers only, so a version any
+        # worker still serves reads 1, and dead workers' files (and their series) drop out.
         self.info = Gauge(
-            "vigil_model_info", "The model version being served (always 1).", ["model", "version"],
+            "vigil_model_info", "1 for the model version being served, 0 for versions swapped out.",
+            ["model", "version"], multiprocess_mode="livemax", **reg,
+        )
+        self.swaps = Counter("vigil_model_swaps_total", "Hot swaps to a new model version.", **reg)
+        self.swap_failures = Counter(
+            "vigil_model_swap_failures_total", "Versions (or registry polls) that could not be swapped in, by reason.",
+            ["reason"], **reg,
+        )
+        self.last_swap = Gauge(
+            "vigil_model_last_swap_timestamp_seconds", "Unix time the serving version started serving (load or swap).",
             multiprocess_mode="livemax", **reg,
         )
+        for reason in SWAP_FAILURE_REASONS:
+            self.swap_failures.labels(reason)
         self.info.labels(model, version).set(1)
+        self.last_swap.set(time.time())
         self._ok = self.predictions.labels(model, version, "ok")
         self._failed = self.predictions.labels(model, version, "error")
+        self._answered = {version: self._ok}
 
     # BatchObserver: called by the batcher
     def batch_done(self, rows: int, seconds: float, ok: bool) -> None:
@@ -61,8 +82,32 @@ class ServingMetrics:
     def queue_changed(self, rows: int) -> None:
         self.queue_rows.set(rows)
 
-    def answered(self, rows: int) -> None:
-        self._ok.inc(rows)
+    def answered(self, rows: int, version: str | None = None) -> None:
+        """Count rows answered, under the version that served them (default: the current one)."""
+        if version is None or version == self.version:
+            self._ok.inc(rows)
+            return
+        child = self._answered.get(version)
+        if child is None:  # stragglers of a version swapped out moments ago
+            child = self._answered[version] = self.predictions.labels(self.model, version, "ok")
+        child.inc(rows)
+
+    # Hot swap (vigil/serving/reload.py)
+    def swapped(self, version: str) -> None:
+        """The worker now serves `version`: info flips, swap counted and timestamped."""
+        if version == self.version:
+            return
+        self.info.labels(self.model, self.version).set(0)
+        self.info.labels(self.model, version).set(1)
+        self.version = version
+        self._ok = self._answered.get(version) or self.predictions.labels(self.model, version, "ok")
+        self._answered[version] = self._ok
+        self._failed = self.predictions.labels(self.model, version, "error")
+        self.swaps.inc()
+        self.last_swap.set(time.time())
+
+    def swap_failed(self, reason: str) -> None:
+        self.swap_failures.labels(reason).inc()
 
     def request_done(self, seconds: float, protocol: str = "http") -> None:
         self.request.labels(protocol).observe(seconds)

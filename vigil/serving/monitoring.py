@@ -2,8 +2,9 @@
 
 The batcher calls `BatchFeed` once per successful batch (never per request) with the
 model inputs, the batch result and one request id per row. This only builds a
-`ServedBatch` of column *views* and enqueues it (a few µs); the profiling and the POST
-to the monitor happen on the producer's thread (profile_stream.py).
+`RawBatch` of column *views* and puts it into the profile agent's queue (a few µs); the
+profiling, the POST to the monitor and the prediction log happen in the agent process
+(profile_agent.py / agent_main.py), away from this worker's GIL.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from vigil.config import Settings
 from vigil.schema import ServingSchema
 from vigil.serving.model import Prediction
-from vigil.serving.profile_stream import ProfileStreamer, ServedBatch
+from vigil.serving.profile_agent import ProfileAgent
+from vigil.serving.raw_batch import RawBatch
 
 log = logging.getLogger("bentoml.vigil")
 
@@ -32,31 +34,33 @@ def feature_columns(schema: ServingSchema, inputs: dict[str, np.ndarray]) -> dic
 
 
 class BatchFeed:
-    """Turns served batches into `ServedBatch` messages for one model version."""
+    """Turns served batches into `RawBatch` messages for one model version's agent."""
 
     def __init__(self, settings: Settings, schema: ServingSchema, registry: Any = None) -> None:
         self.schema = schema
-        self.streamer = ProfileStreamer(settings, registry)
+        self.agent = ProfileAgent(settings)
 
     def start(self) -> None:
-        self.streamer.start()
+        self.agent.start()
 
-    def __call__(self, inputs: dict[str, np.ndarray], prediction: Prediction, ids: list[str]) -> None:
-        schema = self.schema
-        self.streamer.submit(
-            ServedBatch(
+    def __call__(self, inputs: dict[str, np.ndarray], prediction: Prediction, ids: list[str], model: Any = None) -> None:
+        # `model` is the serving bundle that answered the batch (hot swap): its schema and
+        # registry version win over the ones this feed started with.
+        schema = model.schema if model is not None else self.schema
+        version = str(model.version) if model is not None else schema.model_version
+        self.agent.submit(
+            RawBatch(
                 schema.model_name,
-                schema.model_version,
+                version,
+                schema.task,
                 feature_columns(schema, inputs),
                 prediction.labels,
-                task=schema.task,
-                scores=prediction.probabilities,
-                classes=schema.classes,
-                request_ids=ids,
+                prediction.probabilities,
+                list(schema.classes),
+                ids,
             )
         )
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the producer thread: what is queued is sent, or spooled if the monitor is away."""
-        self.streamer.close(timeout)
-        log.info("vigil: profile stream closed: %s", self.streamer.stats())
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the agent: it drains its queue, flushes the log and sends or spools the profiles."""
+        self.agent.close(timeout)

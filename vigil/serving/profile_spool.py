@@ -19,9 +19,10 @@ _SUFFIX = ".json"
 class Spool:
     """A size-capped, ordered directory of pending messages."""
 
-    def __init__(self, directory: Path, cap_bytes: int) -> None:
+    def __init__(self, directory: Path, cap_bytes: int, suffix: str = _SUFFIX) -> None:
         self.directory = directory
         self.cap_bytes = cap_bytes
+        self.suffix = suffix
         self._seq = itertools.count()
         self._bytes = 0
         self._scanned_at = 0.0
@@ -49,7 +50,7 @@ class Spool:
     def files(self) -> list[Path]:
         """Spooled messages, oldest first."""
         try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(_SUFFIX) and not n.startswith("."))
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(self.suffix) and not n.startswith("."))
         except FileNotFoundError:
             return []
         return [self.directory / n for n in names]
@@ -58,7 +59,7 @@ class Spool:
         """Store one message; False (nothing written) if it would pass the cap."""
         if self.bytes + len(body) > self.cap_bytes:
             return False
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):08d}{_SUFFIX}"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):08d}{self.suffix}"
         tmp = self.directory / f".tmp-{name}"
         tmp.write_bytes(body)
         os.replace(tmp, self.directory / name)  # atomic: a replayer never sees half a file

@@ -187,14 +187,21 @@ class ProfileStreamer:
         self.producer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     # -- caller side (request path) ---------------------------------------------------
-    def submit(self, batch: ServedBatch) -> bool:
-        """Enqueue a batch for profiling; never blocks, never raises. False if dropped."""
+    def submit(self, batch: ServedBatch, wait_s: float = 0.0) -> bool:
+        """Enqueue a batch for profiling; never raises. False if dropped.
+
+        Blocks up to `wait_s` for room (the profile agent process waits, so a burst
+        backs up into its inbox instead of being dropped; the request path never waits).
+        """
         if not self.enabled:
             return False
         if self._thread is None or self._pid != os.getpid():
             self._start()
         try:
-            self._queue.put_nowait(batch)
+            if wait_s > 0:
+                self._queue.put(batch, timeout=wait_s)
+            else:
+                self._queue.put_nowait(batch)
             return True
         except queue.Full:
             self._drop("queue_full")

@@ -1,4 +1,11 @@
-"""One worker's serving state: model, validator, batcher, metrics — shared by all routes."""
+"""One worker's serving state: model bundle, batcher, metrics, reloader — shared by all routes.
+
+Hot swap invariant: `self.serving` (one immutable ServingModel) is replaced only on the
+event loop (`_install_on_loop`), and every request is validated and queued with the
+bundle current at that moment in the same synchronous step (no await between parse
+and `batcher.submit`); the queued item keeps its bundle, so in-flight requests finish
+on the model that accepted them and report its version.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +16,23 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from vigil.config import Settings
 from vigil.serving.batcher import Batcher
+from vigil.serving.bundle import ServingModel, describe, load_bundle
 from vigil.serving.errors import NotReady, RequestError
 from vigil.serving.metrics import ServingMetrics
 from vigil.serving.monitoring import BatchFeed
 from vigil.serving.model import OnnxModel
+from vigil.serving.reload import Reloader, WebhookVerdict, follows_alias, read_webhook
 from vigil.serving.source import ModelFolder, locate
 from vigil.serving.validation import ParsedRequest, Validator
 
 # under "bentoml" so the lines land in the server log BentoML configures
 log = logging.getLogger("bentoml.vigil")
 
-# A batch slower than this runs in a worker thread instead of inline on the event loop.
-# Measured: iris/logreg takes ~6 µs per call, where a thread hand-off alone costs more
-# (tens of µs plus GIL ping-pong); a 300-tree forest takes milliseconds, which would stall
-# every connection on the loop. ORT releases the GIL while it runs, so the thread helps.
-INLINE_LIMIT_S = 0.0005
+SWAP_TIMEOUT_S = 30.0  # the loop must run the swap within this, or the reload thread gives up
 
 
 class IdGenerator:
@@ -48,39 +53,57 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ready = False
-        self.model: OnnxModel | None = None
-        self.folder: ModelFolder | None = None
-        self.validator: Validator | None = None
+        self.serving: ServingModel | None = None  # replaced whole on a hot swap, never mutated
         self.batcher: Batcher | None = None
         self.metrics: ServingMetrics | None = None
         self.ids = IdGenerator()
         self.feed: BatchFeed | None = None  # the monitor's profile producer (VIGIL_PROFILE_STREAM)
         self._executor: ThreadPoolExecutor | None = None
         self._grpc: Any = None  # the OIP gRPC server (grpc.aio.Server) when VIGIL_GRPC_PORT != 0
+        self.reloader: Reloader | None = None  # set when serving models:/NAME@ALIAS
+        self._packed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # Compatibility views of the current bundle (routes and OIP read these).
+    @property
+    def model(self) -> OnnxModel | None:
+        return self.serving.model if self.serving is not None else None
+
+    @property
+    def validator(self) -> Validator | None:
+        return self.serving.validator if self.serving is not None else None
+
+    @property
+    def folder(self) -> ModelFolder | None:
+        return self.serving.folder if self.serving is not None else None
 
     def load(self, packed: Path | None = None) -> None:
         """Locate, load and warm the model (blocking; run before serving traffic)."""
-        s = self.settings
-        self.folder = locate(s, packed)
-        self.model = OnnxModel(self.folder.path, threads=s.ort_threads)
-        self.validator = Validator(self.model.schema, s.max_rows_per_request)
-        warm_s = self.model.warm_up(rows=s.max_batch_size)
-        if warm_s > INLINE_LIMIT_S:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="vigil-ort")
-        schema = self.model.schema
+        self._packed = packed is not None
+        bundle = self._with_executor(load_bundle(self.settings, locate(self.settings, packed)))
+        self.serving = bundle
         log.info(
             "vigil: serving %s v%s from %s (%s); warm batch of %d took %.2f ms, inference %s",
-            schema.model_name, schema.model_version, self.folder.path, self.folder.origin,
-            s.max_batch_size, warm_s * 1e3, "in a thread" if self._executor else "inline",
+            bundle.name, bundle.version, bundle.folder.path, bundle.folder.origin,
+            self.settings.max_batch_size, bundle.warm_seconds * 1e3, "in a thread" if bundle.executor else "inline",
         )
+
+    def _with_executor(self, bundle: ServingModel) -> ServingModel:
+        """Slow models run in the worker's single ORT thread (created on first need)."""
+        if not bundle.slow:
+            return bundle
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="vigil-ort")
+        return bundle.with_executor(self._executor)
 
     async def start(self) -> None:
         """Start the batcher on the running loop and mark the worker ready."""
-        assert self.model is not None, "load() first"
-        schema = self.model.schema
-        self.metrics = ServingMetrics(schema.model_name, schema.model_version)
+        bundle = self.serving
+        assert bundle is not None, "load() first"
+        self._loop = asyncio.get_running_loop()
+        self.metrics = ServingMetrics(bundle.name, bundle.version)
         self.batcher = Batcher(
-            self.model.predict,
+            lambda inputs: self._current().predict(inputs),
             max_batch_size=self.settings.max_batch_size,
             max_latency_s=self.settings.batch_latency_ms / 1000.0,
             max_queue_rows=self.settings.max_queue_rows,
@@ -90,21 +113,62 @@ class Runtime:
         )
         self.batcher.start()
         # Warm the whole path once (validation -> batcher -> split) before saying ready.
-        dummy = self.model.dummy_inputs(1)
-        await self.batcher.submit(dummy, 1)
-        if self.settings.profile_stream:
-            # Created here, in the worker, so its metrics land in the multiprocess registry.
-            self.feed = BatchFeed(self.settings, schema)
+        await self.batcher.submit(bundle.model.dummy_inputs(1), 1, model=bundle)
+        if self.settings.profile_stream or self.settings.prediction_log_dir is not None:
+            # Created here, in the worker, so its metrics land in the multiprocess registry;
+            # its agent process profiles (VIGIL_PROFILE_STREAM) and logs rows (VIGIL_PREDICTION_LOG).
+            self.feed = BatchFeed(self.settings, bundle.schema)
             self.feed.start()
         self.ready = True
+        self._start_reloader()
         if self.settings.grpc_port:
             # On this loop, so gRPC requests queue into the same batcher as HTTP ones.
             from vigil.serving.oip_grpc import start_grpc
 
             self._grpc = await start_grpc(self)
 
+    def _start_reloader(self) -> None:
+        ref = follows_alias(self.settings, self._packed)
+        if ref is None:
+            return
+        assert self.metrics is not None
+        self.reloader = Reloader(self.settings, ref, self._current, self.install, self.metrics.swap_failed)
+        self.reloader.start()
+        interval = self.settings.reload_interval_seconds
+        log.info("vigil: following %s (poll every %s)", ref, f"{interval:g} s" if interval else "never; webhooks only")
+        if not interval and self.settings.workers > 1:
+            # A webhook lands on one worker: without polling the others would never swap.
+            log.warning("vigil: VIGIL_RELOAD_INTERVAL_SECONDS=0 with %d workers: a webhook swaps only the worker "
+                        "that receives it; set an interval so every worker follows %s", self.settings.workers, ref)
+
+    def _current(self) -> ServingModel:
+        assert self.serving is not None
+        return self.serving
+
+    def install(self, bundle: ServingModel) -> None:
+        """Swap to a loaded, warmed bundle (called from the reload thread; blocks until done)."""
+        assert self._loop is not None, "start() first"
+        bundle = self._with_executor(bundle)
+        asyncio.run_coroutine_threadsafe(self._install_on_loop(bundle), self._loop).result(SWAP_TIMEOUT_S)
+
+    async def _install_on_loop(self, bundle: ServingModel) -> None:
+        # On the loop, between two requests' parse+submit steps: see the module docstring.
+        self.serving = bundle
+        if self.metrics is not None:
+            self.metrics.swapped(bundle.version)
+
+    def webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookVerdict:
+        """Handle an MLflow webhook delivery: an alias move triggers an immediate check."""
+        ref = self.reloader.ref if self.reloader is not None else None
+        verdict = read_webhook(body, headers, self.settings.reload_webhook_secret, ref)
+        if verdict.check and self.reloader is not None:
+            self.reloader.trigger()
+        return verdict
+
     async def stop(self) -> None:
         self.ready = False
+        if self.reloader is not None:
+            await asyncio.to_thread(self.reloader.stop)
         if self._grpc is not None:
             from vigil.serving.oip_grpc import stop_grpc
 
@@ -118,35 +182,35 @@ class Runtime:
             self._executor.shutdown(wait=False)
 
     def parse(self, body: bytes) -> ParsedRequest:
-        if not self.ready or self.validator is None:
+        if not self.ready or self.serving is None:
             raise NotReady("not_ready", "the model is still loading")
-        return self.validator.parse_body(body)
+        return self.serving.validator.parse_body(body)
 
     def check(self, payload: Any) -> ParsedRequest:
-        if not self.ready or self.validator is None:
+        if not self.ready or self.serving is None:
             raise NotReady("not_ready", "the model is still loading")
-        return self.validator.validate(payload)
+        return self.serving.validator.validate(payload)
 
     async def predict(self, request: ParsedRequest) -> dict[str, Any]:
         """Run one validated request through the shared batcher and build the answer."""
-        assert self.batcher is not None and self.model is not None
+        assert self.batcher is not None and self.serving is not None
+        bundle = self.serving  # the one that validated `request` (no await since parse)
         # Ids are fixed before batching so the batch's profile can carry them per row.
         ids = request.ids if request.ids is not None else self.ids.take(request.rows)
-        result = await self.batcher.submit(request.inputs, request.rows, ids)
+        result = await self.batcher.submit(request.inputs, request.rows, ids, model=bundle)
         if self.metrics is not None:
-            self.metrics.answered(request.rows)
-        schema = self.model.schema
+            self.metrics.answered(request.rows, bundle.version)
         answer: dict[str, Any] = {"predictions": result.labels.tolist()}
         if result.probabilities is not None:
             answer["probabilities"] = result.probabilities.tolist()
-            answer["classes"] = schema.classes
+            answer["classes"] = bundle.schema.classes
         answer["request_ids"] = ids
-        answer["model"] = {"name": schema.model_name, "version": schema.model_version}
+        answer["model"] = {"name": bundle.name, "version": bundle.version}
         return answer
 
-    def _served(self, inputs: dict[str, Any], prediction: Any, ids: list[str]) -> None:
+    def _served(self, inputs: dict[str, Any], prediction: Any, ids: list[str], model: Any = None) -> None:
         if self.feed is not None:
-            self.feed(inputs, prediction, ids)
+            self.feed(inputs, prediction, ids, model)
 
     def refused(self, error: RequestError) -> None:
         if self.metrics is not None:
@@ -154,11 +218,12 @@ class Runtime:
 
     def metadata(self) -> dict[str, Any]:
         """What /metadata reports: model identity, input schema, outputs, parity summary."""
-        if self.model is None or self.folder is None:
+        bundle = self.serving
+        if bundle is None:
             raise NotReady("not_ready", "the model is still loading")
-        schema = self.model.schema
+        schema = bundle.schema
         return {
-            "model": {"name": schema.model_name, "version": schema.model_version, "source": self.folder.origin},
+            "model": describe(bundle),
             "task": schema.task,
             "inputs": {
                 "features": [{"name": f.name, "type": f.type} for f in schema.features],
@@ -169,12 +234,13 @@ class Runtime:
                 "probabilities": schema.probability_output,
                 "classes": schema.classes,
             },
-            "parity": _parity_summary(self.model.parity),
+            "parity": _parity_summary(bundle.model.parity),
             "batching": {
                 "max_batch_size": self.settings.max_batch_size,
                 "max_latency_ms": self.settings.batch_latency_ms,
                 "max_rows_per_request": self.settings.max_rows_per_request,
             },
+            "reload": self.reloader.status() if self.reloader is not None else None,
         }
 
 
