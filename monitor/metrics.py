@@ -34,6 +34,7 @@ class MonitorCollector(Collector):
         yield from self._labels(status)
         yield from self._drift()
         yield from self._reference()
+        yield from self._kpis()
 
     def _ingest(self, status: dict[str, Any]) -> Iterator[Any]:
         profiles = CounterMetricFamily("vigil_monitor_profiles_ingested", "Batches ingested (exactly once)", labels=MV)
@@ -117,3 +118,33 @@ class MonitorCollector(Collector):
             for metric, value in metrics.items():
                 ref.add_metric([model, version, metric], _num(value))
         yield ref
+
+    def _kpis(self) -> Iterator[Any]:
+        # Business KPIs from labels carrying `outcome` / `value`: latest window and all
+        # kept rows per version, and the champion minus the version before it.
+        from monitor.kpi import kpi_report
+
+        labels = GaugeMetricFamily("vigil_monitor_kpi_labels", "Labels joined (latest window)", labels=MV)
+        rate = GaugeMetricFamily("vigil_monitor_kpi_outcome_rate", "Share of positive outcomes (latest window)", labels=MV)
+        vsum = GaugeMetricFamily("vigil_monitor_kpi_value_sum", "Sum of label values (latest window)", labels=MV)
+        vmean = GaugeMetricFamily("vigil_monitor_kpi_value_mean", "Mean label value (latest window)", labels=MV)
+        total_rate = GaugeMetricFamily("vigil_monitor_kpi_total_outcome_rate", "Outcome rate over kept rows", labels=MV)
+        total_mean = GaugeMetricFamily("vigil_monitor_kpi_total_value_mean", "Mean value over kept rows", labels=MV)
+        diff = GaugeMetricFamily("vigil_monitor_kpi_champion_diff", "Champion minus previous version",
+                                 labels=["model", "champion", "previous", "kpi"])
+        for entry in kpi_report(self.monitor, windows=1):
+            for v in entry["versions"]:
+                key = [entry["model"], v["version"]]
+                total_rate.add_metric(key, _num(v["total"]["outcome_rate"]))
+                total_mean.add_metric(key, _num(v["total"]["value_mean"]))
+                if v["windows"]:
+                    w = v["windows"][-1]
+                    labels.add_metric(key, w["labels"])
+                    rate.add_metric(key, _num(w["outcome_rate"]))
+                    vsum.add_metric(key, _num(w["value_sum"]))
+                    vmean.add_metric(key, _num(w["value_mean"]))
+            c = entry["champion_vs_previous"]
+            if c is not None:
+                for kpi in ("outcome_rate", "value_mean"):
+                    diff.add_metric([entry["model"], c["champion"], c["previous"], kpi], _num(c[f"{kpi}_diff"]))
+        yield from (labels, rate, vsum, vmean, total_rate, total_mean, diff)

@@ -119,13 +119,38 @@ def _version_section(monitor: Monitor, entry: dict[str, Any]) -> str:
     )
 
 
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.1%}" if pct == "diff" else f"{value:.1%}" if pct else f"{value:.4g}"
+
+
+def _kpi_section(monitor: Monitor, model: str | None) -> str:
+    """Business KPIs per version (labels with outcome / value) and champion vs previous."""
+    from monitor.kpi import kpi_report
+
+    parts = []
+    for entry in kpi_report(monitor, model):
+        head = "<tr><th>version</th><th>labels</th><th>outcome rate</th><th>value sum</th><th>value mean</th></tr>"
+        rows = "".join(
+            f"<tr><td>v{html.escape(v['version'])}</td><td>{v['total']['labels']}</td>"
+            f"<td>{_fmt(v['total']['outcome_rate'], True)}</td><td>{_fmt(v['total']['value_sum'])}</td>"
+            f"<td>{_fmt(v['total']['value_mean'])}</td></tr>" for v in entry["versions"])
+        cmp_ = entry["champion_vs_previous"]
+        line = ("<p>Only one labelled version: nothing to compare yet.</p>" if cmp_ is None else
+                f"<p class='verdict'>Champion v{html.escape(cmp_['champion'])} vs previous v{html.escape(cmp_['previous'])}:"
+                f" outcome rate {_fmt(cmp_['outcome_rate_diff'], 'diff')}, value per label {_fmt(cmp_['value_mean_diff'])}.</p>")
+        parts.append(f"<h2>Business KPIs: {html.escape(entry['model'])}</h2><table>{head}{rows}</table>{line}")
+    return "".join(parts)
+
+
 def render_report(monitor: Monitor, model: str | None = None) -> str:
     """The whole report page for every version (or one model)."""
     import matplotlib
 
     matplotlib.use("Agg")
     sections = [_version_section(monitor, e) for e in monitor.drift(model=model)["versions"]]
-    body = "".join(sections) or "<p>The monitor has not received any traffic yet.</p>"
+    body = ("".join(sections) or "<p>The monitor has not received any traffic yet.</p>") + _kpi_section(monitor, model)
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:3px 8px}tr.drift td{background:#fdd}.plots img{margin:4px}"

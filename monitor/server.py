@@ -1,7 +1,9 @@
 """The monitor's HTTP server: Starlette on uvicorn (not BentoML), port 3100 by default.
 
 Routes: POST /v1/profiles (the producer stream, monitor/CONTRACT.md), POST /v1/labels,
-GET /v1/status, GET /v1/drift, GET /metrics, GET /report, GET /healthz.
+GET /v1/status, GET /v1/drift, GET /metrics, GET /report, GET /healthz, and the lifecycle's
+POST /v1/actions/alert (Alertmanager webhook; the worker thread runs too, see
+monitor/lifecycle_host.py).
 """
 
 from __future__ import annotations
@@ -45,14 +47,20 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: Settings, monitor: Monitor | None = None) -> Starlette:
-    """The ASGI app around a `Monitor` (built from `settings` unless given)."""
+def create_app(settings: Settings, monitor: Monitor | None = None, port: int | None = None) -> Starlette:
+    """The ASGI app around a `Monitor` (built from `settings` unless given).
+
+    With `port` (the one this process listens on) and VIGIL_LIFECYCLE_WORKER on, the
+    lifecycle worker thread runs for the app's lifetime, polling this monitor.
+    """
     from prometheus_client import CollectorRegistry, generate_latest
 
+    from monitor.lifecycle_host import alert_endpoint, start_worker, worker_settings
     from monitor.metrics import MonitorCollector
     from monitor.report import render_report
 
     mon = monitor or Monitor(settings)
+    lifecycle = worker_settings(settings, port) if port is not None else settings
     registry = CollectorRegistry()
     registry.register(MonitorCollector(mon))
 
@@ -99,8 +107,12 @@ def create_app(settings: Settings, monitor: Monitor | None = None) -> Starlette:
                 await asyncio.sleep(_EXPIRE_EVERY_S)
 
         task = asyncio.create_task(expire_forever())
+        worker = start_worker(lifecycle) if port is not None and settings.lifecycle_worker else None
         yield
         task.cancel()
+        if worker is not None:
+            worker[1].set()
+            await run_in_threadpool(worker[0].join, 5.0)
         mon.store.close()
 
     routes = [
@@ -111,6 +123,7 @@ def create_app(settings: Settings, monitor: Monitor | None = None) -> Starlette:
         Route("/metrics", metrics),
         Route("/report", report),
         Route("/healthz", healthz),
+        Route("/v1/actions/alert", alert_endpoint(lifecycle), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -121,7 +134,7 @@ def run_monitor(settings: Settings, port: int | None = None) -> None:
 
     apply_to_process(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(settings)
     port = settings.monitor_port if port is None else port
+    app = create_app(settings, port=port)
     log.info("monitor listening on http://%s:%d (state in %s)", settings.host, port, settings.monitor_home)
     uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)

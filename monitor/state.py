@@ -17,7 +17,7 @@ from monitor.data_quality import data_quality
 from monitor.quality import ConceptDrift, classification_quality, regression_quality, row_error
 from monitor.reference import ReferenceStore, UnknownModel
 from monitor.store import Store, bump, counters, dumps, loads
-from monitor.wire import ProfileMessage, WireError, parse, parse_labels
+from monitor.wire import LabelRecord, ProfileMessage, WireError, parse, parse_label_records
 from vigil.config import Settings
 from vigil.whylogs_compat import deserialize, merge
 
@@ -127,15 +127,33 @@ class Monitor:
     def post_labels(self, body: bytes) -> dict[str, int]:
         """Join labels with stored predictions; unmatched ones wait (and are counted)."""
         try:
-            pairs = parse_labels(body)
+            records = parse_label_records(body)
         except WireError as exc:
             self.rejected[exc.reason] += 1
             raise
+        # The prediction log first: a failure there answers 500 and the client resends,
+        # so the log gets every label at least once (its view keeps the latest per id).
+        self._log_labels(records)
+        pairs = [(r.request_id, r.label) for r in records]
         with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO label_business VALUES (?, ?, ?, ?)",
+                [(r.request_id, None if r.outcome is None else int(r.outcome), r.value, time.time())
+                 for r in records if r.outcome is not None or r.value is not None],
+            )
             bump(conn, "labels_received", len(pairs))
             result = self._join(conn, pairs)
             result["received"] = len(pairs)
         return result
+
+    def _log_labels(self, records: list[LabelRecord]) -> None:
+        root = self.settings.prediction_log_dir
+        if root is None or not records:
+            return
+        from vigil.predlog.writer import append_labels
+
+        append_labels(root, [{"request_id": r.request_id, "label": r.label, "outcome": r.outcome, "value": r.value}
+                             for r in records])
 
     def _join(self, conn: Any, pairs: list[tuple[str, Any]]) -> dict[str, int]:
         joined = pending = duplicate = 0
@@ -192,8 +210,24 @@ class Monitor:
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM predictions WHERE ts < ?", (cutoff,))
             expired = conn.execute("DELETE FROM pending_labels WHERE received_at < ?", (cutoff,)).rowcount
+            conn.execute("DELETE FROM label_business WHERE received_at < ?", (cutoff,))
             bump(conn, "labels_expired", expired)
+        self._maintain_log()
         return expired
+
+    def _maintain_log(self) -> None:
+        """Retention + compaction of the prediction log's labels (the monitor writes them)."""
+        root = self.settings.prediction_log_dir
+        if root is None:
+            return
+        from vigil.predlog import files
+
+        try:
+            files.maintain(root, files.LABELS, self.settings.prediction_log_retention_days)
+        except Exception as exc:  # housekeeping must never take the monitor down
+            import logging
+
+            logging.getLogger("vigil.monitor").warning("prediction log maintenance failed: %s", exc)
 
     # -- read side -----------------------------------------------------------------
     def versions(self) -> list[tuple[str, str, str, list[Any]]]:

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS pending_labels (request_id TEXT PRIMARY KEY, label TE
 CREATE TABLE IF NOT EXISTS detections (
   model TEXT, version TEXT, row_index INTEGER, ts REAL, window_start INTEGER);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER);
+CREATE TABLE IF NOT EXISTS label_business (
+  request_id TEXT PRIMARY KEY, outcome INTEGER, value REAL, received_at REAL);
 """
 
 

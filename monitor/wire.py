@@ -109,8 +109,36 @@ def parse(body: bytes) -> ProfileMessage:
     )
 
 
-def parse_labels(body: bytes) -> list[tuple[str, Any]]:
-    """`[{"request_id", "label"}, ...]` (or `{"labels": [...]}`) as (id, label) pairs."""
+@dataclass(frozen=True)
+class LabelRecord:
+    """One posted label with its optional business fields (see CONTRACT.md, Labels)."""
+
+    request_id: str
+    label: Any
+    outcome: bool | None = None  # e.g. converted or not
+    value: float | None = None  # e.g. revenue
+
+
+def _outcome(item: dict[str, Any], i: int) -> bool | None:
+    raw = item.get("outcome")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or raw in (0, 1):
+        return bool(raw)
+    raise WireError(400, "malformed", f"labels[{i}].outcome must be true/false (or 1/0), got {raw!r}")
+
+
+def _value(item: dict[str, Any], i: int) -> float | None:
+    raw = item.get("value")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise WireError(400, "malformed", f"labels[{i}].value must be a finite number, got {raw!r}")
+    return float(raw)
+
+
+def parse_label_records(body: bytes) -> list[LabelRecord]:
+    """`[{"request_id", "label", "outcome"?, "value"?}, ...]` (or `{"labels": [...]}`)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -119,12 +147,17 @@ def parse_labels(body: bytes) -> list[tuple[str, Any]]:
         data = data.get("labels")
     if not isinstance(data, list):
         raise WireError(400, "malformed", 'expected a JSON list of {"request_id": ..., "label": ...}')
-    pairs = []
+    records = []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or "request_id" not in item or "label" not in item:
             raise WireError(400, "malformed", f"labels[{i}] needs 'request_id' and 'label'")
         label = item["label"]
         if not isinstance(label, (str, int, float)) or isinstance(label, float) and not math.isfinite(label):
             raise WireError(400, "malformed", f"labels[{i}].label must be a string or a finite number")
-        pairs.append((str(item["request_id"]), label))
-    return pairs
+        records.append(LabelRecord(str(item["request_id"]), label, _outcome(item, i), _value(item, i)))
+    return records
+
+
+def parse_labels(body: bytes) -> list[tuple[str, Any]]:
+    """`[{"request_id", "label"}, ...]` (or `{"labels": [...]}`) as (id, label) pairs."""
+    return [(r.request_id, r.label) for r in parse_label_records(body)]

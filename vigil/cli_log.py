@@ -1,0 +1,123 @@
+"""`vigil log`: query, export and summarise the prediction log (vigil/predlog/).
+
+`register(sub, add)` adds the subcommand to the main parser (vigil/cli.py); the handlers
+are thin shells around vigil.predlog.query, turning its user errors into one line.
+Unreadable files are skipped by the reader with a logged warning (on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from vigil.cli import UserError, _settings
+
+
+def _root() -> Path:
+    root = _settings().prediction_log_dir
+    if root is None:
+        raise UserError("the prediction log is off (VIGIL_PREDICTION_LOG=off)")
+    return root
+
+
+def _target(name: str, given: str | None) -> str:
+    """The target column name: --target, else the newest version's vigil.target tag."""
+    if given:
+        return given
+    from vigil.artifacts import TAG_TARGET
+    from vigil.registry import connect
+
+    try:
+        versions = connect(_settings()).search_model_versions(f"name = '{name}'")
+    except Exception as exc:  # no registry reachable
+        raise UserError(f"cannot read model {name!r} from the registry ({exc}); pass --target") from None
+    tagged = [v for v in versions if TAG_TARGET in (v.tags or {})]
+    if not tagged:
+        raise UserError(f"no version of {name!r} has a {TAG_TARGET} tag; pass --target")
+    return max(tagged, key=lambda v: int(v.version)).tags[TAG_TARGET]
+
+
+def cmd_log_query(args: argparse.Namespace) -> int:
+    from vigil.predlog.query import LogError, query
+
+    try:
+        frame, view = query(_root(), args.sql)
+    except LogError as exc:
+        raise UserError(str(exc)) from None
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
+def cmd_log_export(args: argparse.Namespace) -> int:
+    from vigil.predlog.query import LogError, export
+
+    try:
+        result = export(_root(), args.name, _target(args.name, args.target), Path(args.out),
+                        since=args.since, labelled=args.labelled)
+    except LogError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {result.rows} rows to {result.path} (columns: {', '.join(result.columns)})")
+    return 0
+
+
+def _ts(value: Any) -> str:
+    return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+
+
+def cmd_log_stats(args: argparse.Namespace) -> int:
+    from vigil.predlog.query import LogError, stats
+
+    try:
+        rows, view = stats(_root(), args.name)
+    except LogError as exc:
+        raise UserError(str(exc)) from None
+    if not rows:
+        print(f"{args.name}: no rows in the prediction log")
+        return 0
+    total = sum(r["rows"] for r in rows)
+    labelled = sum(r["labelled"] for r in rows)
+    print(f"{args.name}: {total} rows logged, {labelled} labelled ({labelled / total:.1%})")
+    for r in rows:
+        rate = "-" if r["outcome_rate"] is None else f"{r['outcome_rate']:.1%}"
+        value = "-" if r["value_sum"] is None else f"{r['value_sum']:.4g}"
+        print(f"  v{r['version']}: {r['rows']} rows (~{r['estimated_served']:.0f} served), "
+              f"{r['labelled']} labelled ({r['labelled_share']:.1%}), outcome rate {rate}, value {value}, "
+              f"{_ts(r['first'])} .. {_ts(r['last'])} UTC")
+    return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `vigil log {query,export,stats}` via the main parser's `add(name, func, help, description)`."""
+    p = add(
+        "log",
+        lambda args: args.log_func(args),
+        "query, export and summarise the prediction log (served rows + labels)",
+        "The prediction log keeps served rows (features, prediction, scores, version, request\n"
+        "id, time, sampling_rate) and the labels posted to the monitor, as Parquet under\n"
+        "VIGIL_PREDICTION_LOG (default $VIGIL_HOME/predictions). DuckDB views: served, labels,\n"
+        "latest_labels, predictions (served LEFT JOIN the latest label per request_id).",
+    )
+    log_sub = p.add_subparsers(dest="log_command", metavar="LOG_COMMAND", required=True)
+
+    q = log_sub.add_parser("query", help="run SQL against the views, e.g. SELECT version, COUNT(*) FROM predictions GROUP BY 1")
+    q.add_argument("sql", help="the SQL (DuckDB dialect)")
+    q.add_argument("--format", choices=["table", "csv"], default="table", help="output format (default: table)")
+    q.set_defaults(log_func=cmd_log_query)
+
+    e = log_sub.add_parser("export", help="write a model's rows as features + target, the columns `vigil train --csv` takes")
+    e.add_argument("name", help="registered model name")
+    e.add_argument("--out", required=True, help="output file, .parquet or .csv")
+    e.add_argument("--since", help="only rows served in this period, e.g. 7d, 12h, 30m")
+    e.add_argument("--labelled", action="store_true", help="only rows with a label")
+    e.add_argument("--target", help="target column name (default: the version's vigil.target tag)")
+    e.set_defaults(log_func=cmd_log_export)
+
+    s = log_sub.add_parser("stats", help="rows, labelled share, outcome rate and value per version")
+    s.add_argument("name", help="registered model name")
+    s.set_defaults(log_func=cmd_log_stats)

@@ -1,0 +1,234 @@
+"""The prediction log on disk: layout, atomic writes, scanning, compaction, retention.
+
+    <root>/rows/model=<name>/date=<YYYY-MM-DD>/part-<ns>-<pid>-<seq>.parquet   served rows
+    <root>/labels/date=<YYYY-MM-DD>/part-<ns>-<pid>-<seq>.parquet              late labels
+
+Every file carries all its columns (model, version, ... too): the `k=v` folder names
+organise retention and compaction, readers never parse them. A file becomes visible
+only by `os.replace` of a finished temp file (`.tmp-*`, ignored by readers), so no
+reader ever sees half a file. A compacted file lists the files it replaces in its
+Parquet metadata; readers skip those sources, so a crash between writing the merged
+file and deleting its sources never counts a row twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote
+
+log = logging.getLogger("vigil.predlog")
+
+ROWS, LABELS = "rows", "labels"
+REQUIRED = {
+    ROWS: {"request_id", "model", "version", "served_at", "sampling_rate"},
+    LABELS: {"request_id", "label", "labelled_at"},
+}
+COMPACTED_FROM = b"vigil.compacted_from"
+COMPACT_MIN_FILES = 8  # merge a partition once it holds this many small files...
+COMPACT_SMALL_BYTES = 8 << 20  # ...each below this size...
+COMPACT_MAX_INPUT_BYTES = 128 << 20  # ...reading at most this much per merge (memory bound)
+_TMP_MAX_AGE_S = 3600  # a temp file this old belongs to a writer that crashed
+_seq = itertools.count()
+
+
+def day(ts: float) -> str:
+    """The UTC date partition of a Unix timestamp."""
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def rows_dir(root: Path, model: str, date: str) -> Path:
+    return root / ROWS / f"model={quote(model, safe='')}" / f"date={date}"
+
+
+def labels_dir(root: Path, date: str) -> Path:
+    return root / LABELS / f"date={date}"
+
+
+def write_table(table: "object", directory: Path, metadata: dict[bytes, bytes] | None = None) -> Path:
+    """Write a pyarrow Table as a new part file, atomically (temp file + fsync + rename)."""
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"part-{time.time_ns():020d}-{os.getpid()}-{next(_seq):06d}.parquet"
+    tmp = directory / f".tmp-{name}"
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    pq.write_table(table, tmp, compression="zstd")
+    # fsync before the rename: after a power cut the visible name never points at a
+    # file whose blocks were not written yet.
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / name)
+    return directory / name
+
+
+@dataclass
+class Scan:
+    """The readable part files of one kind, and what was skipped and why."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    superseded: list[Path] = field(default_factory=list)  # merged already; left by a crash
+
+
+_footers: dict[tuple[str, int, int], tuple[set[str], list[str]]] = {}
+
+
+def _footer(path: Path) -> tuple[set[str], list[str]]:
+    """Column names and compacted-from list of a Parquet file (cached by size + mtime)."""
+    import pyarrow.parquet as pq
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _footers:
+        schema = pq.read_schema(path)
+        meta = schema.metadata or {}
+        sources = json.loads(meta[COMPACTED_FROM]) if COMPACTED_FROM in meta else []
+        _footers[key] = (set(schema.names), sources)
+    return _footers[key]
+
+
+def _candidates(base: Path) -> Iterable[Path]:
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def scan(root: Path, kind: str, warn: bool = True) -> Scan:
+    """Every valid part file under `root/kind`; corrupt or foreign files are skipped (warned)."""
+    return scan_dir(root / kind, kind, warn)
+
+
+def scan_dir(base: Path, kind: str, warn: bool = True) -> Scan:
+    """`scan` of one folder (and below): the files of `kind` a reader should use."""
+    result = Scan()
+    superseded: set[Path] = set()
+    for path in _candidates(base):
+        try:
+            columns, sources = _footer(path)
+        except FileNotFoundError:  # compacted or expired meanwhile
+            continue
+        except Exception as exc:  # not Parquet, truncated, unreadable
+            result.skipped.append((path, f"not a readable Parquet file ({type(exc).__name__}: {exc})"))
+            continue
+        missing = REQUIRED[kind] - columns
+        if missing:
+            result.skipped.append((path, f"not a prediction-log file (missing {', '.join(sorted(missing))})"))
+            continue
+        result.files.append(path)
+        superseded.update(path.parent / s for s in sources)
+    result.superseded = [p for p in result.files if p in superseded]
+    result.files = [p for p in result.files if p not in superseded]
+    if warn:
+        for path, reason in result.skipped:
+            log.warning("prediction log: skipping %s: %s", path, reason)
+    return result
+
+
+@dataclass
+class Maintenance:
+    """What one compaction/retention pass did."""
+
+    merged_files: int = 0
+    written_files: int = 0
+    deleted_partitions: list[Path] = field(default_factory=list)
+
+
+def _partitions(root: Path, kind: str) -> list[Path]:
+    base = root / kind
+    pattern = "model=*/date=*" if kind == ROWS else "date=*"
+    return sorted(p for p in base.glob(pattern) if p.is_dir()) if base.is_dir() else []
+
+
+def compact_partition(directory: Path, kind: str, result: Maintenance | None = None) -> Maintenance:
+    """Merge the small files of one partition into one (one compactor per partition at a time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    result = result or Maintenance()
+    lock = os.open(directory / ".compact.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process is compacting it
+            return result
+        found = scan_dir(directory, kind, warn=False)
+        for stale in found.superseded:  # a compactor died before deleting its sources
+            stale.unlink(missing_ok=True)
+        small, total = [], 0
+        for path in found.files:
+            size = path.stat().st_size
+            if size < COMPACT_SMALL_BYTES and total + size <= COMPACT_MAX_INPUT_BYTES:
+                small.append(path)
+                total += size
+        if len(small) < COMPACT_MIN_FILES:
+            return result
+        table = pa.concat_tables([pq.read_table(p) for p in small], promote_options="permissive")
+        names = json.dumps([p.name for p in small]).encode()
+        write_table(table.replace_schema_metadata(None), directory, {COMPACTED_FROM: names})
+        for path in small:
+            path.unlink(missing_ok=True)
+        result.merged_files += len(small)
+        result.written_files += 1
+        return result
+    finally:
+        os.close(lock)
+
+
+def compact(root: Path, kind: str) -> Maintenance:
+    """Compact every partition of `kind` that has enough small files."""
+    result = Maintenance()
+    for partition in _partitions(root, kind):
+        try:
+            compact_partition(partition, kind, result)
+        except Exception as exc:  # one bad partition must not stop the others
+            log.warning("prediction log: cannot compact %s: %s", partition, exc)
+    return result
+
+
+def expire(root: Path, kind: str, retention_days: int, now: float | None = None) -> Maintenance:
+    """Delete whole date partitions older than the retention, and only those."""
+    result = Maintenance()
+    today = dt.datetime.fromtimestamp(now or time.time(), dt.timezone.utc).date()
+    cutoff = today - dt.timedelta(days=retention_days)
+    for partition in _partitions(root, kind):
+        try:
+            date = dt.date.fromisoformat(partition.name.removeprefix("date="))
+        except ValueError:  # not one of ours: leave it alone
+            continue
+        if date < cutoff:
+            shutil.rmtree(partition, ignore_errors=True)
+            result.deleted_partitions.append(partition)
+        else:
+            _clean_tmp(partition, now or time.time())
+    return result
+
+
+def _clean_tmp(partition: Path, now: float) -> None:
+    for tmp in partition.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > _TMP_MAX_AGE_S:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def maintain(root: Path, kind: str, retention_days: int) -> Maintenance:
+    """One retention + compaction pass (the agent runs it for rows, the monitor for labels)."""
+    done = expire(root, kind, retention_days)
+    merged = compact(root, kind)
+    done.merged_files, done.written_files = merged.merged_files, merged.written_files
+    return done

@@ -1,0 +1,201 @@
+"""Append served rows and labels to the prediction log (Parquet, atomic, buffered, sampled).
+
+Served rows are buffered in memory and written every `flush_seconds` (or sooner when the
+buffer is large), one file per model and date partition. That buffer is the crash bound:
+a process killed without warning loses at most the rows appended since its last flush,
+i.e. the last `flush_seconds` (plus the time one write takes). Everything flushed before
+stays, because a file is visible only once complete (files.write_table).
+
+Sampling keeps every row while the traffic stays under `max_rows_per_second`; above it
+each row is kept with probability p = limit / observed rate, and p is stored per row in
+`sampling_rate`, so `SUM(1 / sampling_rate)` estimates the rows served (Horvitz-Thompson:
+p depends only on traffic before the row, so the estimate stays unbiased).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from vigil.predlog import files
+
+PROBA_PREFIX = "proba_"
+META_COLUMNS = ("request_id", "batch_id", "model", "version", "task", "served_at")
+MAX_BUFFERED_ROWS = 100_000  # flush early past this: bounds the agent's memory
+
+
+@dataclass
+class LogBatch:
+    """One served batch, as the prediction log stores it."""
+
+    model: str
+    version: str
+    task: str
+    timestamp: float
+    request_ids: Sequence[str]
+    features: Mapping[str, np.ndarray]
+    predictions: np.ndarray
+    scores: np.ndarray | None = None
+    classes: Sequence[Any] = ()
+    batch_id: str = ""
+
+
+class RateSampler:
+    """Keep-probability per batch: 1 up to `limit` rows/s, then limit / observed rate."""
+
+    def __init__(self, limit: int, seed: int | None = None) -> None:
+        self.limit = limit
+        self._rng = np.random.default_rng(seed)
+        self._second = 0
+        self._count = 0  # rows seen in the current second
+        self._previous = 0  # rows seen in the second before
+
+    def rate(self, timestamp: float, rows: int) -> float:
+        second = int(timestamp)
+        if second != self._second:
+            self._previous = self._count if second == self._second + 1 else 0
+            self._second, self._count = second, 0
+        self._count += rows
+        observed = max(self._previous, self._count)
+        return 1.0 if self.limit <= 0 or observed <= self.limit else self.limit / observed
+
+    def keep(self, rate: float, rows: int) -> np.ndarray | None:
+        """A boolean mask of kept rows, or None when all are kept."""
+        return None if rate >= 1.0 else self._rng.random(rows) < rate
+
+
+def _widen(values: np.ndarray) -> np.ndarray:
+    # float32 model inputs back to the float64 numbers the client sent (same rule as the
+    # profile stream, so the log and the profiles agree on every value).
+    from vigil.serving.profile_stream import widen_float32
+
+    return widen_float32(values) if values.dtype == np.float32 else values
+
+
+def _scalar_array(values: Any) -> "Any":
+    import pyarrow as pa
+
+    arr = np.asarray(values)
+    if arr.dtype.kind in "OUS":
+        return pa.array([str(v) for v in arr.tolist()], pa.string())
+    return pa.array(arr)
+
+
+def batch_table(batch: LogBatch, rate: float, mask: np.ndarray | None) -> "Any":
+    """The Arrow table of a batch's kept rows, with its `sampling_rate` column."""
+    import pyarrow as pa
+
+    rows = len(batch.predictions)
+    pick = (lambda a: a) if mask is None else (lambda a: np.asarray(a)[mask])
+    kept = rows if mask is None else int(mask.sum())
+    ids = np.asarray([str(i) for i in batch.request_ids], dtype=object)
+    columns: dict[str, Any] = {
+        "request_id": pa.array(pick(ids), pa.string()),
+        "batch_id": pa.array([batch.batch_id] * kept, pa.string()),
+        "model": pa.array([batch.model] * kept, pa.string()),
+        "version": pa.array([str(batch.version)] * kept, pa.string()),
+        "task": pa.array([batch.task] * kept, pa.string()),
+        "served_at": pa.array(np.full(kept, float(batch.timestamp))),
+    }
+    for name, values in batch.features.items():
+        columns[str(name)] = _scalar_array(pick(_widen(np.asarray(values))))
+    columns["prediction"] = _scalar_array(pick(np.asarray(batch.predictions)))
+    if batch.scores is not None and len(batch.classes):
+        scores = np.asarray(batch.scores, dtype=float).reshape(rows, len(batch.classes))
+        for i, cls in enumerate(batch.classes):
+            columns[f"{PROBA_PREFIX}{cls}"] = pa.array(pick(scores[:, i]))
+    columns["sampling_rate"] = pa.array(np.full(kept, rate))
+    return pa.table(columns)
+
+
+@dataclass
+class RowLog:
+    """The served-rows writer: sample, buffer per partition, flush atomically."""
+
+    root: Path
+    flush_seconds: float = 5.0
+    max_rows_per_second: int = 0
+    seed: int | None = None
+    stats: dict[str, int] = field(default_factory=lambda: {
+        "rows_in": 0, "rows_written": 0, "rows_sampled_out": 0, "files_written": 0, "write_errors": 0})
+
+    def __post_init__(self) -> None:
+        self._sampler = RateSampler(self.max_rows_per_second, self.seed)
+        self._buffer: dict[tuple[str, str], list[Any]] = {}
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self.last_flush_seconds = 0.0
+
+    @property
+    def buffered_rows(self) -> int:
+        return self._buffered
+
+    def append(self, batch: LogBatch) -> int:
+        """Buffer the batch's sampled rows; returns how many were kept."""
+        rows = len(batch.predictions)
+        if len(batch.request_ids) != rows:
+            raise ValueError(f"batch {batch.batch_id}: {len(batch.request_ids)} request ids for {rows} rows")
+        rate = self._sampler.rate(batch.timestamp, rows)
+        mask = self._sampler.keep(rate, rows)
+        table = batch_table(batch, rate, mask)
+        self.stats["rows_in"] += rows
+        self.stats["rows_sampled_out"] += rows - table.num_rows
+        if table.num_rows:
+            self._buffer.setdefault((batch.model, files.day(batch.timestamp)), []).append(table)
+            self._buffered += table.num_rows
+        if self._buffered >= MAX_BUFFERED_ROWS:
+            self.flush()
+        return table.num_rows
+
+    def due(self) -> bool:
+        """True once the flush interval has passed since the last flush."""
+        return time.monotonic() - self._last_flush >= self.flush_seconds
+
+    def flush(self) -> int:
+        """Write every buffered partition as one new file each; returns rows written."""
+        import pyarrow as pa
+
+        started = time.perf_counter()
+        written = 0
+        for (model, date), tables in list(self._buffer.items()):
+            try:
+                table = pa.concat_tables(tables, promote_options="permissive")
+                files.write_table(table, files.rows_dir(self.root, model, date))
+            except Exception as exc:  # disk full, permissions: keep the rows, retry next time
+                self.stats["write_errors"] += 1
+                files.log.warning("prediction log: cannot write %s/%s (%s); will retry", model, date, exc)
+                continue
+            del self._buffer[(model, date)]
+            written += table.num_rows
+            self._buffered -= table.num_rows
+            self.stats["files_written"] += 1
+        self.stats["rows_written"] += written
+        self._last_flush = time.monotonic()
+        self.last_flush_seconds = time.perf_counter() - started
+        return written
+
+
+def label_table(records: Sequence[Mapping[str, Any]], now: float | None = None) -> "Any":
+    """Arrow table of labels: request_id, label (text), outcome, value, labelled_at."""
+    import pyarrow as pa
+
+    now = time.time() if now is None else now
+    return pa.table({
+        "request_id": pa.array([str(r["request_id"]) for r in records], pa.string()),
+        "label": pa.array([None if r.get("label") is None else str(r["label"]) for r in records], pa.string()),
+        "outcome": pa.array([r.get("outcome") for r in records], pa.bool_()),
+        "value": pa.array([r.get("value") for r in records], pa.float64()),
+        "labelled_at": pa.array([float(r.get("labelled_at", now)) for r in records], pa.float64()),
+    })
+
+
+def append_labels(root: Path, records: Sequence[Mapping[str, Any]], now: float | None = None) -> Path | None:
+    """Write labels as one new file of today's `labels/` partition (atomic); None if empty."""
+    if not records:
+        return None
+    now = time.time() if now is None else now
+    return files.write_table(label_table(records, now), files.labels_dir(root, files.day(now)))
