@@ -22,8 +22,17 @@ from vigil.config import Settings
 log = logging.getLogger("vigil.lifecycle")
 WEBHOOK_TIMEOUT_S = 10.0
 
-# Alert names (deploy/ rules) and the `vigil_action` label that maps any alert to an action.
+# Alert names (deploy/prometheus/rules) and the `vigil_action` label that maps any alert to an action.
 ALERT_ACTIONS = {"VigilDatasetDrift": "retrain", "VigilQualityDrop": "rollback-check"}
+# Other alerts of these categories (feature/prediction/concept drift) run the same checks:
+# the policies, not the alert, decide whether anything moves.
+CATEGORY_ACTIONS = {"drift": "retrain", "quality": "rollback-check"}
+
+
+def alert_action(labels: dict[str, Any]) -> str:
+    """The action an alert asks for: its `vigil_action` label, its name, else its `category` ("" = none)."""
+    return (labels.get("vigil_action") or ALERT_ACTIONS.get(labels.get("alertname", ""))
+            or CATEGORY_ACTIONS.get(labels.get("category", ""), ""))
 
 
 @dataclass
@@ -109,7 +118,7 @@ def handle_alert(settings: Settings, payload: dict[str, Any]) -> list[Action]:
     """Act on an Alertmanager webhook payload: drift alerts retrain, quality alerts check rollback.
 
     Only firing alerts with a `model` label act; `vigil_action` (retrain |
-    rollback-check) overrides the mapping by alert name. Debounce, cooldown and the
+    rollback-check) overrides the mapping by alert name, then by `category`. Debounce, cooldown and the
     retraining lock apply exactly as for the polling worker.
     """
     from lifecycle.worker import check_model
@@ -121,7 +130,7 @@ def handle_alert(settings: Settings, payload: dict[str, Any]) -> list[Action]:
     for alert in payload["alerts"]:
         labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
         model = labels.get("model", "")
-        kind = labels.get("vigil_action") or ALERT_ACTIONS.get(labels.get("alertname", ""), "")
+        kind = alert_action(labels)
         if alert.get("status", payload.get("status")) != "firing" or not model or kind not in ALERT_ACTIONS.values():
             actions.append(Action("ignored", model, f"alert {labels.get('alertname', '?')}: nothing to do"))
             continue

@@ -7,7 +7,8 @@ import pytest
 
 from vigil.cli import build_parser, main
 
-SUBCOMMANDS = ["config", "train", "convert", "serve", "export", "monitor", "report", "demo"]
+SUBCOMMANDS = ["config", "train", "convert", "serve", "export", "monitor", "report", "loadtest", "demo",
+               "versions", "promote", "demote", "archive", "rollback", "retrain"]
 
 
 def test_help_lists_every_subcommand_and_an_example(capsys: pytest.CaptureFixture[str]) -> None:

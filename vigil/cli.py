@@ -164,101 +164,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lifecycle(func: Callable[..., object], *args: object, **kwargs: object) -> object:
-    """Run a lifecycle function; its user errors become one line, a gate refusal also prints the verdict."""
-    from lifecycle.errors import GateRefused, LifecycleError
-    from vigil.registry import RegistryError
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from loadtest.gate import LoadtestError, run_loadtest
 
+    settings = _settings()
+    host = args.host or f"http://{settings.host}:{settings.port}"
     try:
-        return func(_settings(), *args, **kwargs)
-    except GateRefused as exc:
-        from rich.console import Console
-
-        from lifecycle.render import verdict_table
-
-        Console().print(verdict_table(exc.verdict))  # type: ignore[arg-type]
+        verdict = run_loadtest(settings, host, Path(args.slo), Path(args.out), users=args.users,
+                               duration=args.duration, web=args.web)
+    except LoadtestError as exc:
         raise UserError(str(exc)) from None
-    except (LifecycleError, RegistryError) as exc:
+    return verdict.exit_code
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from loadtest.bench import run_bench
+
+    flags = [f"--{name}" for name in ("smoke", "memory", "overload") if getattr(args, name)]
+    argv = " ".join(["vigil bench", f"--seconds {args.seconds:g}", *flags, *(["--only", args.only] if args.only else [])])
+    try:
+        run_bench(_settings(), smoke=args.smoke, seconds=args.seconds, only=args.only.split(",") if args.only else None,
+                  memory=args.memory, overload=args.overload, out=Path(args.out), command=argv)
+    except (ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
-
-
-def cmd_versions(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from lifecycle.moves import versions
-    from lifecycle.render import history_table, versions_table
-    from lifecycle.stages import history
-    from vigil.registry import connect
-
-    rows = _lifecycle(versions, args.name)
-    console = Console()
-    console.print(versions_table(args.name, rows))  # type: ignore[arg-type]
-    if args.history:
-        console.print(history_table(args.name, history(connect(_settings()), args.name)))
-    return 0
-
-
-def cmd_promote(args: argparse.Namespace) -> int:
-    from lifecycle.moves import promote
-
-    move = _lifecycle(promote, args.name, args.version, args.to, reason=args.reason or "", force=args.force)
-    if args.to == "production":
-        _print_verdict(args.name, args.version)
-    print(move.describe())  # type: ignore[attr-defined]
-    return 0
-
-
-def _print_verdict(name: str, version: str) -> None:
-    """The gate table as it stands after the move (the old champion is now the previous one)."""
-    from rich.console import Console
-
-    from lifecycle import gate
-    from lifecycle.moves import previous_champion
-    from lifecycle.render import verdict_table
-    from lifecycle.stages import history
-    from vigil.registry import connect
-
-    settings = _settings()
-    client = connect(settings)
-    previous = previous_champion(history(client, name), version)
-    champion = client.get_model_version(name, previous) if previous else None
-    Console().print(verdict_table(gate.evaluate(settings, client.get_model_version(name, version), champion)))
-
-
-def cmd_demote(args: argparse.Namespace) -> int:
-    from lifecycle.moves import demote
-
-    print(_lifecycle(demote, args.name, args.version, reason=args.reason or "", force=args.force).describe())  # type: ignore[attr-defined]
-    return 0
-
-
-def cmd_archive(args: argparse.Namespace) -> int:
-    from lifecycle.moves import archive
-
-    print(_lifecycle(archive, args.name, args.version, reason=args.reason or "", force=args.force).describe())  # type: ignore[attr-defined]
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from lifecycle.moves import rollback
-
-    print(_lifecycle(rollback, args.name, to=args.to, reason=args.reason or "").describe())  # type: ignore[attr-defined]
-    return 0
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    from lifecycle.retrain import retrain
-
-    settings = _settings()
-    result = _lifecycle(retrain, args.name, recent=Path(args.data) if args.data else None,
-                        auto_promote=args.auto_promote or settings.auto_promote)
-    print(result.summary())  # type: ignore[attr-defined]
-    if result.verdict is not None:  # type: ignore[attr-defined]
-        from rich.console import Console
-
-        from lifecycle.render import verdict_table
-
-        Console().print(verdict_table(result.verdict))  # type: ignore[attr-defined]
     return 0
 
 
@@ -369,72 +297,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="registered model name (default: all)")
 
     p = add(
-        "versions",
-        cmd_versions,
-        "list a model's versions: stage, holdout metrics, parity, who moved them and why",
-        "Stages are registry aliases: staging = @challenger, production = @champion;\n"
-        "development and archived are the vigil.stage version tag. --history prints every\n"
-        "recorded move (kept on the registry as vigil.move.<n> tags of the model).",
+        "loadtest",
+        cmd_loadtest,
+        "run Locust against a running service and gate on the SLO (exit 1 on a breach)",
+        "Runs Locust headless (or its web UI with --web) against the service, prints a\n"
+        "per-endpoint table and the SLO verdict (p50, p99, error rate, throughput from\n"
+        "loadtest/slo.yaml), and writes Locust's HTML and CSV reports to --out.",
     )
-    p.add_argument("name", help="registered model name")
-    p.add_argument("--history", action="store_true", help="also print the promotion history")
+    p.add_argument("--host", help="service base URL (default: http://VIGIL_HOST:VIGIL_PORT)")
+    p.add_argument("--slo", default=str(_project_root() / "loadtest" / "slo.yaml"),
+                   help="SLO file (default: loadtest/slo.yaml)")
+    p.add_argument("--out", default="loadtest-report", help="folder for the reports (default: loadtest-report)")
+    p.add_argument("--users", type=int, help="concurrent users (default: the SLO file's)")
+    p.add_argument("--duration", type=int, help="seconds to run (default: the SLO file's)")
+    p.add_argument("--web", action="store_true", help="open Locust's web UI instead of running headless")
 
     p = add(
-        "promote",
-        cmd_promote,
-        "move a version to staging (@challenger) or production (@champion)",
-        "Production passes the gate first: vigil.parity=passed, vigil.servable=true and the\n"
-        "holdout metric (VIGIL_GATE_METRIC, default the primary one) at least the champion's\n"
-        "minus VIGIL_GATE_TOLERANCE. The verdict is printed as a table. --force overrides a\n"
-        "refusal and is recorded. The replaced champion is archived.",
+        "bench",
+        cmd_bench,
+        "benchmark Vigil (HTTP, gRPC, with the monitor) against its peers; write BENCHMARKS.md",
+        "Starts each server in turn pinned to core 0 (wrk / h2load on core 1): Vigil HTTP and\n"
+        "gRPC, Vigil streaming to the monitor, the seed-style FastAPI app, `mlflow models serve`\n"
+        "and a bare Starlette ceiling; iris and a 300-tree forest (batched vs unbatched).\n"
+        "Writes a table with the floors checked and a throughput-vs-p99 chart. Needs wrk and h2load.",
     )
-    p.add_argument("name", help="registered model name")
-    p.add_argument("version", help="model version number")
-    p.add_argument("--to", required=True, choices=["staging", "production"], help="target stage")
-    p.add_argument("--reason", help="why (recorded in the history)")
-    p.add_argument("--force", action="store_true", help="promote even if the gate refuses (recorded)")
+    p.add_argument("--smoke", action="store_true", help="1 s per concurrency, iris only")
+    p.add_argument("--seconds", type=float, default=15.0, help="seconds per concurrency (default: 15)")
+    p.add_argument("--only", help="comma-separated server names (see BENCHMARKS.md)")
+    p.add_argument("--memory", action="store_true", help="also check RSS after 200,000 requests vs after 20,000")
+    p.add_argument("--overload", action="store_true", help="also check 503 shedding at 256 clients and recovery")
+    p.add_argument("--out", default=str(_project_root() / "BENCHMARKS.md"), help="report file (default: BENCHMARKS.md)")
 
-    for name, func, help_ in (
-        ("demote", cmd_demote, "move a version one stage down (production -> staging -> development)"),
-        ("archive", cmd_archive, "archive a version (drops its alias)"),
-    ):
-        p = add(name, func, help_)
-        p.add_argument("name", help="registered model name")
-        p.add_argument("version", help="model version number")
-        p.add_argument("--reason", help="why (recorded in the history)")
-        p.add_argument("--force", action="store_true", help="allow it on the champion (leaves no champion)")
+    from vigil import cli_lifecycle  # here, not at the top: it imports this module
 
-    p = add(
-        "rollback",
-        cmd_rollback,
-        "make the previous champion (or --to VERSION) the champion again",
-        "The previous champion comes from Vigil's history on the registry, so this works from\n"
-        "any machine that reaches it. Rolling back twice returns to where you started.",
-    )
-    p.add_argument("name", help="registered model name")
-    p.add_argument("--to", help="version to restore (default: the previous champion)")
-    p.add_argument("--reason", help="why (recorded in the history)")
+    cli_lifecycle.register(sub, add)
 
-    p = add(
-        "retrain",
-        cmd_retrain,
-        "retrain on reference + recent labelled data, convert, compare, promote to staging",
-        "Trains with the champion's estimator on its reference sample plus recent labelled rows\n"
-        "(--data or VIGIL_RETRAIN_DATA: a CSV, or a directory of CSV/Parquet files with the\n"
-        "feature columns and the target), registers and converts the new version, scores it\n"
-        "and the champion on the recent rows, and promotes it to staging; to production only\n"
-        "with --auto-promote (or VIGIL_AUTO_PROMOTE=1) and a passing gate.",
-    )
-    p.add_argument("name", help="registered model name")
-    p.add_argument("--data", help="recent labelled data (default: VIGIL_RETRAIN_DATA)")
-    p.add_argument("--auto-promote", action="store_true", help="promote to production if the gate passes")
+    from vigil import cli_log  # the prediction log: vigil log query|export|stats
+
+    cli_log.register(sub, add)
 
     p = add(
         "demo",
         cmd_demo,
-        "train, convert, serve and predict end to end, then print a summary",
+        "the whole loop, narrated: serve v1, drift, retrain v2, hot swap, bad v3, automatic rollback",
+        "Trains and promotes iris v1, starts the monitor (with its lifecycle worker), a real\n"
+        "`bentoml serve` on models:/iris@champion and Prometheus, then plays the loop under\n"
+        "load: drift -> retraining -> v2 promoted -> hot swap -> a bad v3 forced -> live\n"
+        "quality drop -> automatic rollback to v2. Ends with swap counts and target health.",
     )
-    p.add_argument("--requests", type=int, default=400, help="predictions to send (default: 400)")
+    p.add_argument("--requests", type=int, default=200, help="warm-up predictions to send (default: 200)")
     return parser
 
 
