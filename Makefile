@@ -10,8 +10,9 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make install  create/refresh .venv with pinned dependencies"
-	@echo "make demo     train, convert, serve and predict end to end (embedded defaults)"
+	@echo "make demo     the full loop: serve v1, drift, retrain, hot swap, bad v3, automatic rollback (~1 min)"
 	@echo "make test     the whole test suite (installs prometheus, alertmanager, wrk, h2load from Debian if missing)"
+	@echo "make bench    benchmark Vigil against its peers (BENCHMARKS.md, benchmarks.png; ~12 min)"
 	@echo "make clean    remove .vigil runtime state"
 
 install: $(STAMP)
@@ -31,6 +32,11 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest
+
+# The comparison of issue 8 (15 s per server and concurrency, then the 200,000-request
+# memory check and the 256-client overload check): ~12 minutes; writes BENCHMARKS.md + benchmarks.png.
+bench: install system-deps
+	$(BIN)/vigil bench --memory --overload $(BENCH_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration"

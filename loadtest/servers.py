@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 from vigil import config
 from vigil.config import Settings
+
+# Names in the table (and for `--only`).
+VIGIL_HTTP = "vigil-http"
+VIGIL_GRPC = "vigil-grpc"
+VIGIL_MONITORED = "vigil-http+monitor"
+VIGIL_UNBATCHED = "vigil-http-unbatched"
+SEED = "seed-fastapi-pyfunc"
+MLFLOW = "mlflow-models-serve"
+CEILING = "bare-starlette"
+ALL = (VIGIL_HTTP, VIGIL_GRPC, VIGIL_MONITORED, VIGIL_UNBATCHED, SEED, MLFLOW, CEILING)
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A process the server needs running first (the monitor for the streaming row)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str
 
 
 @dataclass
@@ -27,6 +49,8 @@ class Server:
     # gRPC servers: load goes to this port as OIP ModelInfer calls (loadtest/grpc_load.py)
     grpc_port: int | None = None
     grpc_message: bytes = b""
+    companions: list[Companion] = field(default_factory=list)
+    note: str = ""  # how this server differs from the default, for the table
 
 
 @dataclass(frozen=True)
@@ -38,11 +62,16 @@ class BenchModel:
     columns: list[str]
     row: list[float]
 
+    @property
+    def heavy(self) -> bool:
+        return "RandomForest" in self.label
+
 
 def prepare_models(settings: Settings, heavy: bool) -> list[BenchModel]:
     """Train and convert the benchmark models into the bench registry."""
     from converter import convert_version
     from lifecycle import train
+    from lifecycle.datasets import load_dataset
     from vigil.registry import ModelRef
 
     wanted = [("iris", "logreg", {}, "iris LogisticRegression")]
@@ -52,59 +81,93 @@ def prepare_models(settings: Settings, heavy: bool) -> list[BenchModel]:
     for dataset, estimator, params, label in wanted:
         result = train(settings, dataset=dataset, estimator=estimator, params=params, name=f"bench-{dataset}")
         convert_version(settings, ModelRef(result.name, version=result.version), progress=False)
-        from lifecycle.datasets import load_dataset
-
         frame, _, _ = load_dataset(dataset)
         models.append(BenchModel(label, f"models:/{result.name}/{result.version}", list(frame.columns),
                                  [float(v) for v in frame.iloc[0].tolist()]))
     return models
 
 
-def servers_for(settings: Settings, models: list[BenchModel], free_port: Callable[[], int]) -> Iterator[Server]:
-    """Every server of the comparison, model by model; ports are picked as they start."""
+def _one_prediction(answer: dict) -> bool:
+    return "predictions" in answer and len(answer["predictions"]) == 1
+
+
+def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Callable[[], int],
+                 **changes: object) -> Server:
+    """A `bentoml serve service:Vigil` with one worker; `changes` are Settings fields.
+
+    The profile stream and the prediction log are off unless asked for: the plain rows
+    measure the serving path, the `+monitor` row runs Vigil's defaults (every batch
+    profiled, streamed and logged).
+    """
     from loadtest.grpc_load import infer_request
     from vigil.serving.launch import serve_command
 
+    port = free_port()
+    grpc_port = free_port() if name == VIGIL_GRPC else 0  # 0: HTTP-only runs bind no gRPC port
+    changes = {"profile_stream": False, "prediction_log": "off", **changes}
+    served = config.replace(settings, model=model.uri, grpc_port=grpc_port, **changes)
+    argv, env = serve_command(served, port=port, workers=1)
+    server = Server(name, model.label, argv, env, port, json.dumps({"instances": [model.row]}),
+                    check=_one_prediction, note=", ".join(f"{k}={v}" for k, v in changes.items()))
+    if grpc_port:
+        server.grpc_port = grpc_port
+        server.grpc_message = infer_request(model.uri.split("/")[1], [model.row])
+    return server
+
+
+def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[[], int]) -> Server:
+    """Vigil streaming every batch's profile to a real monitor process (started first)."""
+    from vigil.serving.launch import settings_env
+
+    monitor_port = free_port()
+    monitor_url = f"http://127.0.0.1:{monitor_port}"
+    settings = config.replace(settings, monitor_url=monitor_url, monitor_port=monitor_port)
+    monitor = Companion("monitor", [sys.executable, "-m", "monitor", "--port", str(monitor_port)],
+                        {**config.process_env(settings), **settings_env(settings)}, f"{monitor_url}/healthz")
+    server = vigil_server(settings, model, VIGIL_MONITORED, free_port, profile_stream=True, prediction_log="")
+    server.companions.append(monitor)
+    return server
+
+
+def peers(settings: Settings, model: BenchModel, free_port: Callable[[], int]) -> Iterator[Server]:
+    """The seed-style app, `mlflow models serve` and the bare-Starlette ceiling."""
     py = sys.executable
     base_env = config.process_env(settings)
+    port = free_port()
+    yield Server(
+        SEED, model.label,
+        [py, "-m", "uvicorn", "loadtest.peers.seed_app:app", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"],
+        {**base_env, "SEED_MODEL_URI": model.uri}, port, json.dumps([model.row]), ready_path="/metrics",
+        check=lambda a: len(a["prediction"]) == 1,
+    )
+    port = free_port()
+    yield Server(
+        MLFLOW, model.label,
+        [py, "-m", "mlflow", "models", "serve", "-m", model.uri, "--env-manager", "local", "--host", "127.0.0.1",
+         "-p", str(port), "-w", "1"],
+        # mlflow execs `uvicorn` by name: the venv's bin must be on PATH
+        {**base_env, "PATH": f"{Path(py).parent}{os.pathsep}{base_env.get('PATH', '')}"}, port,
+        json.dumps({"dataframe_split": {"columns": model.columns, "data": [model.row]}}),
+        path="/invocations", ready_path="/ping", check=lambda a: len(a["predictions"]) == 1,
+    )
+    port = free_port()
+    yield Server(
+        CEILING, model.label,
+        [py, "-m", "uvicorn", "loadtest.peers.bare_app:app", "--port", str(port), "--loop", "uvloop", "--http",
+         "httptools", "--log-level", "warning", "--no-access-log"],
+        base_env, port, json.dumps({"instances": [model.row]}),
+    )
+
+
+def servers_for(settings: Settings, models: list[BenchModel], free_port: Callable[[], int]) -> Iterator[Server]:
+    """Every server of the comparison, model by model; ports are picked as they start."""
     for model in models:
-        vigil_body = json.dumps({"instances": [model.row]})
-        is_heavy = "RandomForest" in model.label
-        port = free_port()
-        # grpc_port=0: HTTP-only runs must not bind the default gRPC port
-        argv, env = serve_command(config.replace(settings, model=model.uri, grpc_port=0), port=port, workers=1)
-        yield Server("vigil-http", model.label, argv, env, port, vigil_body,
-                     check=lambda a: "predictions" in a and len(a["predictions"]) == 1)
-        port, grpc_port = free_port(), free_port()
-        argv, env = serve_command(config.replace(settings, model=model.uri, grpc_port=grpc_port), port=port, workers=1)
-        yield Server("vigil-grpc", model.label, argv, env, port, vigil_body, grpc_port=grpc_port,
-                     grpc_message=infer_request(model.uri.split("/")[1], [model.row]))
-        if is_heavy:
-            port = free_port()
-            argv, env = serve_command(config.replace(settings, model=model.uri, max_batch_size=1, grpc_port=0), port=port,
-                                      workers=1)
-            yield Server("vigil-http-unbatched", model.label, argv, env, port, vigil_body)
-            continue  # the peers' story is told on iris; the heavy model is about batching
-        port = free_port()
-        yield Server(
-            "seed-fastapi-pyfunc", model.label,
-            [py, "-m", "uvicorn", "loadtest.peers.seed_app:app", "--port", str(port), "--log-level", "warning",
-             "--no-access-log"],
-            {**base_env, "SEED_MODEL_URI": model.uri}, port, json.dumps([model.row]), ready_path="/metrics",
-            check=lambda a: len(a["prediction"]) == 1,
-        )
-        port = free_port()
-        yield Server(
-            "mlflow-models-serve", model.label,
-            [py, "-m", "mlflow", "models", "serve", "-m", model.uri, "--env-manager", "local", "--host", "127.0.0.1",
-             "-p", str(port), "-w", "1"],
-            base_env, port, json.dumps({"dataframe_split": {"columns": model.columns, "data": [model.row]}}),
-            path="/invocations", ready_path="/ping", check=lambda a: len(a["predictions"]) == 1,
-        )
-        port = free_port()
-        yield Server(
-            "bare-starlette", model.label,
-            [py, "-m", "uvicorn", "loadtest.peers.bare_app:app", "--port", str(port), "--loop", "uvloop", "--http",
-             "httptools", "--log-level", "warning", "--no-access-log"],
-            base_env, port, vigil_body,
-        )
+        yield vigil_server(settings, model, VIGIL_HTTP, free_port)
+        yield vigil_server(settings, model, VIGIL_GRPC, free_port)
+        if model.heavy:
+            # the heavy model is about batching: the same service with batches of one row
+            yield vigil_server(settings, model, VIGIL_UNBATCHED, free_port, max_batch_size=1)
+            continue
+        yield monitored_server(settings, model, free_port)
+        yield from peers(settings, model, free_port)

@@ -63,7 +63,8 @@ def run_wrk(url: str, body: str, concurrency: int, seconds: float, cpu: int | No
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_LUA.format(body=body))
-        argv = [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "5s", "--latency", "-s", str(script), url]
+        # wrk reads durations as whole units only ("2.0s" is a usage error)
+        argv = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "--latency", "-s", str(script), url]
         if cpu is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", str(cpu), *argv]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
