@@ -6,6 +6,8 @@ replaces (the champion, else the latest), on that version's reference sample
 scored against the champion on the recent rows, promoted to staging, and to
 production only when the gate passes and auto-promotion is on. Its MLflow run is
 tagged with what caused it (the drift evidence: windows, features, scores).
+Without --data / VIGIL_RETRAIN_DATA the recent rows are the prediction log's labelled
+rows of the model (`vigil log export NAME --labelled`): what was served and then labelled.
 One retraining per model at a time, enforced by a lock file under $VIGIL_HOME.
 """
 
@@ -48,12 +50,14 @@ class RetrainResult:
     candidate_recent: float | None = None
     champion_recent: float | None = None
     recent_rows: int = 0
+    recent_source: str = ""
     verdict: gate_mod.Verdict | None = None
     moves: list[S.Move] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"retrained {self.name} v{self.version} from v{self.base_version} + {self.recent_rows} recent rows "
-                 f"(run {self.run_id})"]
+        source = f" from {self.recent_source}" if self.recent_source else ""
+        lines = [f"retrained {self.name} v{self.version} from v{self.base_version} + {self.recent_rows} recent rows"
+                 f"{source} (run {self.run_id})"]
         if not self.converted:
             lines.append(f"not converted, stays in development: {self.conversion_error}")
         if self.candidate_recent is not None:
@@ -120,19 +124,21 @@ def retrain(
     evidence: dict[str, Any] | None = None,
     actor: str | None = None,
 ) -> RetrainResult:
-    """Retrain `name` on its reference data plus `recent` (default VIGIL_RETRAIN_DATA).
+    """Retrain `name` on its reference data plus `recent`.
 
+    `recent` defaults to VIGIL_RETRAIN_DATA, else the prediction log's labelled rows.
     Raises LifecycleError (or RetrainBusy) for anything the user can fix.
     """
     source = recent or (Path(settings.retrain_data) if settings.retrain_data else None)
-    if source is None:
-        raise LifecycleError("retraining needs recent labelled data: pass a CSV or directory, or set VIGIL_RETRAIN_DATA")
+    if source is None and settings.prediction_log_dir is None:
+        raise LifecycleError("retraining needs recent labelled data: pass a CSV or directory, set VIGIL_RETRAIN_DATA, "
+                             "or turn the prediction log on (VIGIL_PREDICTION_LOG)")
     with retrain_lock(settings, name):
-        return _retrain_locked(settings, name, Path(source), auto_promote, evidence or {}, actor)
+        return _retrain_locked(settings, name, source, auto_promote, evidence or {}, actor)
 
 
 def _retrain_locked(
-    settings: Settings, name: str, source: Path, auto_promote: bool, evidence: dict[str, Any], actor: str | None
+    settings: Settings, name: str, given: Path | None, auto_promote: bool, evidence: dict[str, Any], actor: str | None
 ) -> RetrainResult:
     from lifecycle.datasets import split_target
     from lifecycle.training import train
@@ -146,7 +152,10 @@ def _retrain_locked(
         raise LifecycleError(f"{name} v{base.version} lacks {A.TAG_TASK}/{A.TAG_TARGET} tags; was it made by `vigil train`?")
     reference = _reference(client, base)
     features = [c for c in reference.columns if c not in _reserved(target) and not c.startswith(A.REFERENCE_PROBA_PREFIX)]
-    fresh = load_recent(source, features, target)
+    if given is None:
+        source, fresh = _recent_from_log(settings, name, features, target)
+    else:
+        source, fresh = str(given), load_recent(Path(given), features, target)
     with tempfile.TemporaryDirectory() as tmp:
         import pandas as pd
 
@@ -157,7 +166,8 @@ def _retrain_locked(
                             estimator=base.tags.get(A.TAG_ESTIMATOR, "auto"), task=task)
         except TrainError as exc:
             raise LifecycleError(f"retraining {name} failed: {exc}") from None
-    result = RetrainResult(name, str(base.version), trained.version, trained.run_id, recent_rows=len(fresh))
+    result = RetrainResult(name, str(base.version), trained.version, trained.run_id, recent_rows=len(fresh),
+                           recent_source=source)
     _link_evidence(client, result, source, evidence)
     try:
         from converter import ConversionError, convert_version
@@ -169,7 +179,7 @@ def _retrain_locked(
     except ConversionError as exc:
         result.conversion_error = str(exc)
         return result
-    X, y, _ = split_target(fresh, target, task, source=str(source))
+    X, y, _ = split_target(fresh, target, task, source=source)
     _score_recent(settings, client, result, champion, X, y, task)
     reason = f"retrained on drift: {evidence.get('reason', 'manual retraining')}"[: S.MAX_REASON_CHARS]
     result.moves.append(moves.promote(settings, name, trained.version, S.STAGING, reason, actor=actor, kind=S.RETRAIN))
@@ -217,6 +227,27 @@ def load_recent(source: Path, features: list[str], target: str) -> "pd.DataFrame
     return fresh
 
 
+def _recent_from_log(settings: Settings, name: str, features: list[str], target: str) -> tuple[str, "pd.DataFrame"]:
+    """The prediction log's labelled rows of `name` (as `vigil log export NAME --labelled`)."""
+    from vigil.predlog.query import LogError, export
+
+    root = settings.prediction_log_dir
+    assert root is not None  # checked by retrain()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            exported = export(root, name, target, Path(tmp) / f"{name}-labelled.parquet", labelled=True)
+        except LogError as exc:
+            raise LifecycleError(f"no recent data given (--data / VIGIL_RETRAIN_DATA) and the prediction log "
+                                 f"cannot supply it: {exc}") from None
+        # A label that does not parse as the model's target type exports as missing: drop
+        # it rather than fail the whole retraining on one bad label.
+        fresh = load_recent(exported.path, features, target) if exported.rows else None
+    if fresh is None or fresh[target].isna().all():
+        raise LifecycleError(f"the prediction log under {root} has no labelled rows of {name!r}; post labels to "
+                             f"the monitor (/v1/labels) or pass recent data with --data / VIGIL_RETRAIN_DATA")
+    return f"prediction log {root}", fresh.dropna(subset=[target]).reset_index(drop=True)
+
+
 def _latest(client: Any, name: str) -> Any:
     found = client.search_model_versions(f"name = '{name}'")
     if not found:
@@ -239,12 +270,12 @@ def _reference(client: Any, version: Any) -> "pd.DataFrame":
             raise LifecycleError(f"cannot read {A.ARTIFACT_REFERENCE} of {version.name} v{version.version}: {exc}") from None
 
 
-def _link_evidence(client: Any, result: RetrainResult, source: Path, evidence: dict[str, Any]) -> None:
+def _link_evidence(client: Any, result: RetrainResult, source: str, evidence: dict[str, Any]) -> None:
     """Tag the retraining run (and version) with what caused it."""
     tags = {
         "vigil.retrain.base_version": result.base_version,
         "vigil.retrain.trigger": "drift" if evidence else "manual",
-        "vigil.retrain.recent_source": str(source),
+        "vigil.retrain.recent_source": source,
         "vigil.retrain.recent_rows": str(result.recent_rows),
     }
     if evidence:

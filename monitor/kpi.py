@@ -20,7 +20,9 @@ _SELECT = (
     " FROM predictions p LEFT JOIN label_business b ON b.request_id = p.request_id"
     " WHERE p.model = ? AND p.version = ? AND p.label IS NOT NULL {tail}"
 )
-_CHAMPION_TTL_S = 60.0
+# Which version is champion, cached briefly: a scrape must not query the registry every time,
+# but a champion move must show in the champion-vs-previous KPIs within a few seconds.
+_CHAMPION_TTL_S = 5.0
 
 
 def window_kpis(store: Store, model: str, version: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -1,7 +1,12 @@
-"""`vigil demo` end to end in a fresh VIGIL_HOME: the story's key lines, in order, and exit code 0."""
+"""`vigil demo` end to end in a fresh VIGIL_HOME: the story's key lines, in order, and exit code 0.
+
+Also the demo's KPI lines (vigil/demo_log.py) on hand-made monitor samples: the monitor's
+champion_diff when it names the served version, else the same difference from the totals.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vigil.config import load, process_env
+from vigil.demo_log import kpi_lines
 
 STORY = [
     "vigil train --dataset iris",
@@ -25,6 +31,11 @@ STORY = [
     "cooldown: champion moved",
     "automatic rollback: iris v2: archived -> production by vigil-auto",
     "service hot-swapped to v2",
+    "vigil log stats iris  (rows by the service's agent, labels by the monitor",
+    "business KPIs of the served version v2",
+    "v2 latest window: ",
+    "v2 all kept labelled rows: outcome rate ",
+    "champion v2 vs previous v1: outcome rate ",
     "vigil-monitor",
     "vigil-service",
     "Grafana: add Prometheus as a data source",
@@ -50,3 +61,40 @@ def test_vigil_demo_tells_the_whole_loop(tmp_path: Path) -> None:
     assert out.count("health=up") == 2, out[-2000:]
     assert ", 0 failed" in out and "whole loop:" in out
     assert (tmp_path / "home" / "report.html").exists()
+    _assert_log_and_kpis(out)
+
+
+def _assert_log_and_kpis(out: str) -> None:
+    """Every served row is in the log (flushed before the stats), most are labelled, KPIs are real numbers."""
+    served = sum(float(n) for n in re.findall(r'vigil_predictions_total\{model="iris",outcome="ok",version="\d"\} (\S+)', out))
+    logged, labelled = map(int, re.search(r"iris: (\d+) rows logged, (\d+) labelled", out).groups())
+    assert logged == served > 0 and labelled > 0.9 * logged, (logged, labelled, served)
+    window = re.search(r"v2 latest window: (\d+) labels, outcome rate ([\d.]+)%, value sum ([\d.]+), value mean ([\d.]+)", out)
+    assert window is not None, out[-3000:]
+    labels, rate, value_sum, mean = map(float, window.groups())
+    assert labels > 0 and 50 < rate <= 100 and value_sum > 0 and 0 < mean <= 40  # prices are 10/25/40
+    diff = re.search(r"champion v2 vs previous v1: outcome rate ([+-][\d.]+) pts, value mean ([+-][\d.]+)", out)
+    assert diff is not None, out[-3000:]
+
+
+def _samples(diff_champion: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    mv = lambda v: {"model": "iris", "version": v}  # noqa: E731
+    return {
+        "labels": [(mv("2"), 30.0)], "outcome_rate": [(mv("2"), 0.9)], "value_sum": [(mv("2"), 600.0)],
+        "value_mean": [(mv("2"), 20.0)], "total_outcome_rate": [(mv("1"), 0.7), (mv("2"), 0.85), (mv("3"), 0.2)],
+        "total_value_mean": [(mv("1"), 15.0), (mv("2"), 19.5), (mv("3"), float("nan"))],
+        "champion_diff": [({"model": "iris", "champion": diff_champion, "previous": "0", "kpi": "outcome_rate"}, 0.5),
+                          ({"model": "iris", "champion": diff_champion, "previous": "0", "kpi": "value_mean"}, -1.0)],
+    }
+
+
+def test_kpi_lines_prefer_the_monitors_diff_and_fall_back_to_totals() -> None:
+    lines = kpi_lines(_samples("2"), "iris", "2")
+    assert lines[0] == "v2 latest window: 30 labels, outcome rate 90.0%, value sum 600.00, value mean 20.00"
+    assert lines[1] == "v2 all kept labelled rows: outcome rate 85.0%, value mean 19.50"
+    assert lines[2] == ("champion v2 vs previous v0: outcome rate +50.0 pts, value mean -1.00 "
+                        "(vigil_monitor_kpi_champion_diff)")
+    stale = kpi_lines(_samples("3"), "iris", "2")  # the monitor still names v3 the champion
+    assert stale[2] == "champion v2 vs previous v1: outcome rate +15.0 pts, value mean +4.50 (from the per-version totals)"
+    assert kpi_lines(_samples("2"), "iris", "9") == ["v9: no labels with outcome/value joined yet"]
+    assert kpi_lines(_samples("3"), "iris", "3")[1].endswith("value mean -")

@@ -164,3 +164,43 @@ def test_run_actions_one_pass_and_dry_run_only_alerts(settings: Settings) -> Non
     assert [a.kind for a in done] == ["rollback-alert", "retrain-hold"]
     assert done[0].detail.startswith("dry run: would roll back to v3")
     assert champion_version(settings, "iris") == "1"
+
+
+def _log_served_rows(root: Path, rows: int = 40) -> list[str]:
+    """`rows` iris rows as the profile agent logs them (served by v1); returns their request ids."""
+    import numpy as np
+
+    from vigil.predlog.writer import LogBatch, RowLog
+
+    X, y, _ = load_dataset("iris")
+    sample = X.assign(target=y).sample(rows, random_state=7)
+    ids = [f"req-{i}" for i in range(rows)]
+    log = RowLog(root, max_rows_per_second=0)
+    log.append(LogBatch("iris", "1", "classification", time.time(), ids,
+                        {c: sample[c].to_numpy() for c in X.columns}, sample["target"].to_numpy(np.int64)))
+    assert log.flush() == rows
+    return ids
+
+
+def test_retrain_without_data_uses_the_prediction_logs_labelled_rows(settings: Settings, tmp_path: Path) -> None:
+    from vigil.predlog.writer import append_labels
+
+    root = tmp_path / "predictions"
+    from_log = replace(settings, retrain_data="", prediction_log=str(root))
+    with pytest.raises(LifecycleError, match="prediction log cannot supply it: no logged rows for model 'iris'"):
+        retrain(from_log, "iris")
+    ids = _log_served_rows(root)
+    with pytest.raises(LifecycleError, match="has no labelled rows of 'iris'"):
+        retrain(from_log, "iris")
+    # 25 labels: 24 usable, one that is not a class id (dropped), one for a row never logged (ignored).
+    append_labels(root, [{"request_id": rid, "label": i % 3, "outcome": True, "value": 1.0}
+                         for i, rid in enumerate(ids[:24])]
+                  + [{"request_id": ids[24], "label": "not-a-class"}, {"request_id": "elsewhere", "label": 1}])
+    result = retrain(from_log, "iris")
+    assert result.recent_rows == 24 and result.converted
+    tags = connect(settings).get_run(result.run_id).data.tags
+    assert tags["vigil.retrain.recent_rows"] == "24"
+    assert tags["vigil.retrain.recent_source"] == f"prediction log {root.resolve()}"
+    assert f"+ 24 recent rows from prediction log {root.resolve()}" in result.summary()
+    with pytest.raises(LifecycleError, match="turn the prediction log on"):
+        retrain(replace(settings, retrain_data="", prediction_log="off"), "iris")

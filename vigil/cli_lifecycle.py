@@ -167,10 +167,11 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         "retrain on reference + recent labelled data, convert, compare, promote to staging",
         "Trains with the champion's estimator on its reference sample plus recent labelled rows\n"
         "(--data or VIGIL_RETRAIN_DATA: a CSV, or a directory of CSV/Parquet files with the\n"
-        "feature columns and the target), registers and converts the new version, scores it\n"
+        "feature columns and the target; neither given: the prediction log's labelled rows,\n"
+        "as `vigil log export NAME --labelled`), registers and converts the new version, scores it\n"
         "and the champion on the recent rows, and promotes it to staging; to production only\n"
         "with --auto-promote (or VIGIL_AUTO_PROMOTE=1) and a passing gate.",
     )
     p.add_argument("name", help="registered model name")
-    p.add_argument("--data", help="recent labelled data (default: VIGIL_RETRAIN_DATA)")
+    p.add_argument("--data", help="recent labelled data (default: VIGIL_RETRAIN_DATA, else the prediction log's labelled rows)")
     p.add_argument("--auto-promote", action="store_true", help="promote to production if the gate passes")

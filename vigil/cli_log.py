@@ -77,19 +77,24 @@ def cmd_log_stats(args: argparse.Namespace) -> int:
         rows, view = stats(_root(), args.name)
     except LogError as exc:
         raise UserError(str(exc)) from None
+    print("\n".join(stats_lines(args.name, rows)))
+    return 0
+
+
+def stats_lines(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """What `vigil log stats NAME` prints for vigil.predlog.query.stats rows (the demo prints it too)."""
     if not rows:
-        print(f"{args.name}: no rows in the prediction log")
-        return 0
+        return [f"{name}: no rows in the prediction log"]
     total = sum(r["rows"] for r in rows)
     labelled = sum(r["labelled"] for r in rows)
-    print(f"{args.name}: {total} rows logged, {labelled} labelled ({labelled / total:.1%})")
+    lines = [f"{name}: {total} rows logged, {labelled} labelled ({labelled / total:.1%})"]
     for r in rows:
         rate = "-" if r["outcome_rate"] is None else f"{r['outcome_rate']:.1%}"
         value = "-" if r["value_sum"] is None else f"{r['value_sum']:.4g}"
-        print(f"  v{r['version']}: {r['rows']} rows (~{r['estimated_served']:.0f} served), "
-              f"{r['labelled']} labelled ({r['labelled_share']:.1%}), outcome rate {rate}, value {value}, "
-              f"{_ts(r['first'])} .. {_ts(r['last'])} UTC")
-    return 0
+        lines.append(f"  v{r['version']}: {r['rows']} rows (~{r['estimated_served']:.0f} served), "
+                     f"{r['labelled']} labelled ({r['labelled_share']:.1%}), outcome rate {rate}, value {value}, "
+                     f"{_ts(r['first'])} .. {_ts(r['last'])} UTC")
+    return lines
 
 
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:

@@ -109,7 +109,7 @@ class Settings:
     rollback_dry_run: bool = False  # only alert and audit, never move the alias
     retrain_windows: int = 3  # dataset drift persisting this many windows triggers retraining
     retrain_debounce_seconds: int = 3600  # at most one retraining trigger per period per model
-    retrain_data: str = ""  # recent labelled data: a CSV file or a directory of CSV/Parquet
+    retrain_data: str = ""  # recent labelled data: a CSV file or a directory of CSV/Parquet; "" = the prediction log
     retrain_action: str = "local"  # "local" (vigil retrain in-process) | "webhook"
     retrain_webhook_url: str = ""
     retrain_webhook_secret: str = ""

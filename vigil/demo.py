@@ -3,8 +3,9 @@
 train iris v1 → convert (parity) → promote to production → start the monitor (hosting
 the lifecycle worker), a real `bentoml serve` on models:/iris@champion and Prometheus →
 a few predictions → the lifecycle loop (vigil/demo_loop.py: drift → retraining → v2 →
-hot swap → bad v3 forced → quality drop → automatic rollback) → Prometheus targets'
-health, the prediction log, and a closing note on swaps and failures.
+hot swap → bad v3 forced → quality drop → automatic rollback) → the prediction log
+(`vigil log stats`) and the business KPIs of the served version → Prometheus targets'
+health, and a closing note on swaps and failures.
 
 Windows, polls and cooldowns are seconds here (minutes by default) so the story fits in
 a few minutes; every one is a VIGIL_* setting.
@@ -40,8 +41,13 @@ def _say(text: str) -> None:
 
 def demo_settings(settings: Settings, window_seconds: int = 3) -> Settings:
     """The demo's short windows, polls and guard rails (each is a VIGIL_* setting)."""
+    log = settings.prediction_log_dir
     settings = config.replace(
         settings, model=f"models:/{NAME}@champion", monitor_window_seconds=window_seconds,
+        # One absolute log folder for both writers (the service's agent runs with cwd = the
+        # project root, the monitor wherever the demo started), flushed often enough that
+        # the closing stats include the last seconds of traffic.
+        prediction_log="off" if log is None else str(log), prediction_log_flush_seconds=1.0,
         lifecycle_poll_seconds=0.5, lifecycle_worker=True,
         retrain_windows=2, retrain_debounce_seconds=3600, auto_promote=True, retrain_action="local",
         retrain_data=str(settings.home / "recent" / "labelled.csv"),
@@ -65,7 +71,7 @@ def run_demo(settings: Settings, requests_count: int = 200, window_seconds: int 
             _first_requests(stack, requests_count)
             result = run_loop(stack.settings, stack, load_iris_data(), NAME, _say, _step)
             _metrics_excerpt(stack)
-            _prediction_log(stack.settings)
+            _prediction_log(stack)
             _prometheus_targets(stack)
             from monitor import write_report
 
@@ -134,20 +140,23 @@ def _metrics_excerpt(stack: Stack) -> None:
             _say(line)
 
 
-def _prediction_log(settings: Settings) -> None:
-    """A `vigil log stats`-like line, when this build has the prediction log."""
-    try:
-        from vigil.predlog.query import stats
+def _prediction_log(stack: Stack) -> None:
+    """`vigil log stats` on the demo's log, then the monitor's business KPIs for the served version."""
+    from vigil.demo_log import kpi_lines, log_stats_lines, monitor_kpis
 
-        root = settings.prediction_log_dir  # type: ignore[attr-defined]
-        rows, _ = stats(root, NAME) if root is not None else ([], None)
-    except Exception as exc:  # not in this build, or nothing logged yet: the demo goes on
-        print(f"prediction log: not available ({type(exc).__name__}: {str(exc)[:120]})")
-        return
-    _step(f"vigil log stats {NAME}  ({root})")
-    for r in rows:
-        _say(f"v{r['version']}: {r['rows']} rows logged (~{r['estimated_served']:.0f} served), "
-             f"{r['labelled_share']:.0%} labelled")
+    root = stack.settings.prediction_log_dir
+    if root is None:
+        print("prediction log: off (VIGIL_PREDICTION_LOG=off)")
+    else:
+        time.sleep(stack.settings.prediction_log_flush_seconds + 1.0)  # the agent's last flush
+        _step(f"vigil log stats {NAME}  (rows by the service's agent, labels by the monitor, in {root})")
+        for line in log_stats_lines(root, NAME):
+            _say(line)
+    version = stack.served_version()
+    _step(f"business KPIs of the served version v{version} (monitor /metrics, vigil_monitor_kpi_*; "
+          f"labels carry outcome = prediction accepted, value = revenue)")
+    for line in kpi_lines(monitor_kpis(stack.monitor_url), NAME, version):
+        _say(line)
 
 
 def _prometheus_targets(stack: Stack) -> None:

@@ -112,8 +112,8 @@ def run_loop(settings: Settings, stack: Stack, iris: Iris, name: str, say: Say, 
         say(f"automatic rollback: {back.describe()}")
         result.swaps.append(_swap(stack, loop, back, say))
     finally:
-        labels.stop()
         stats = loop.stop()
+        labels.stop()  # after the loop: its last answers get their labels too
     result.requests, result.failures = stats.ok + stats.failed, stats.failed
     result.retrain_triggers = sum(1 for r in read_audit(settings) if r["policy"] == "retrain"
                                   and r["action"] == "retrain" and "executed" not in r)

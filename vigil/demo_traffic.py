@@ -19,6 +19,9 @@ import numpy as np
 import requests
 
 DRIFT_STD = 0.8  # the injected shift, in standard deviations of each feature
+# The business story of the labels: a customer accepts a right prediction (outcome) and
+# pays this price for the class (value); a wrong one earns nothing.
+PRICE = {0: 10.0, 1: 25.0, 2: 40.0}
 
 
 @dataclass
@@ -69,6 +72,13 @@ class Stats:
     def first_answer(self, version: str, since: float) -> float | None:
         """Wall time of the first answer from `version` at or after `since`."""
         return next((at for at, v in self.events if v == version and at >= since), None)
+
+
+def label_record(request_id: str, truth: int, prediction: Any) -> dict[str, Any]:
+    """The ground truth of one answered row, with its business fields (outcome, value)."""
+    accepted = str(prediction) == str(truth)
+    return {"request_id": request_id, "label": truth, "outcome": accepted,
+            "value": PRICE.get(truth, 0.0) if accepted else 0.0}
 
 
 class LoadLoop:
@@ -124,7 +134,8 @@ class LoadLoop:
                 return
             self.stats.ok += 1
             self.stats.versions[str(version)] += 1
-            self._labels += [{"request_id": rid, "label": int(t)} for rid, t in zip(answer["request_ids"], truth)]
+            self._labels += [label_record(rid, int(t), p)
+                             for rid, t, p in zip(answer["request_ids"], truth, answer["predictions"])]
 
     def post_labels(self, monitor_url: str) -> dict[str, int]:
         """Send the ground truth of everything answered since the last call to the monitor."""
@@ -151,12 +162,17 @@ class LabelFeed:
         return self
 
     def stop(self) -> None:
+        """Stop, then post what is left (stop the load loop first so nothing is left behind)."""
         self._stop.set()
         self._thread.join(10)
+        self._post()
+
+    def _post(self) -> None:
+        try:
+            self.joined += self.loop.post_labels(self.monitor_url).get("joined", 0)
+        except requests.RequestException:
+            pass  # the monitor is restarting or busy: these labels are lost, later ones count
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            try:
-                self.joined += self.loop.post_labels(self.monitor_url).get("joined", 0)
-            except requests.RequestException:
-                pass  # the monitor is restarting or busy: these labels are lost, later ones count
+            self._post()
