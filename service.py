@@ -25,6 +25,8 @@ from vigil.serving.runtime import Runtime
 
 settings = load()
 runtime = Runtime(settings)
+# Python's default thresholds except gen2 (default 10): see start() for the measurement.
+GC_GEN0, GC_GEN1, GC_GEN2 = 700, 10, 1000
 # Set by `vigil export` when it builds a bento: the tag of the packed model.
 PACKED_MODEL: str | None = getattr(bentoml.use_arguments(), "vigil_model", None)
 
@@ -41,6 +43,11 @@ class Vigil:
         # Everything allocated so far lives for the whole process: keep it out of the
         # garbage collector's generations so collections stay short under load.
         gc.freeze()
+        # A full (gen2) collection walks every live object; under load that is tens of
+        # thousands of in-flight request objects, 30-65 ms per pass and ~1.5 passes/s with the
+        # default threshold: that pause *was* the c=64 p99. Serving makes no cyclic garbage
+        # that survives to gen2 (measured: 0 collected), so run full passes 100x less often.
+        gc.set_threshold(GC_GEN0, GC_GEN1, GC_GEN2)
 
     @bentoml.on_shutdown
     async def stop(self) -> None:

@@ -1,7 +1,9 @@
 """`inference.GRPCInferenceService` (Open Inference Protocol v2) inside each BentoML worker.
 
-The server is a grpc.aio server on the worker's own event loop, so ModelInfer queues into
-the same Batcher as the HTTP routes and HTTP + gRPC requests share batches. Every worker
+grpc's own (sync) server receives RPCs on its threads and each handler runs as a coroutine
+on the worker's event loop (`_ThreadBridge`), so ModelInfer queues into the same Batcher as
+the HTTP routes and HTTP + gRPC requests share batches. (grpc.aio on the worker loop did
+~1,000 req/s at c=64 with 1-row batches; this bridge did ~4,100-4,600 on the same machine.) Every worker
 binds the same port with SO_REUSEPORT and the kernel spreads connections over them.
 
 The service definition is the one generated and shipped in `tritonclient` (its
@@ -11,8 +13,10 @@ make sense for Triton (repository control, shared memory, tracing...) answer UNI
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -30,6 +34,7 @@ log = logging.getLogger("bentoml.vigil")
 
 IMPLEMENTED = {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"}
 STOP_GRACE_S = 1.0
+GRPC_THREADS = 128
 
 
 def status_for(error: RequestError) -> grpc.StatusCode:
@@ -133,16 +138,64 @@ for _method in [m for m in vars(pb_grpc.GRPCInferenceServiceServicer) if not m.s
         setattr(InferenceServicer, _method, _unimplemented(_method))
 
 
-async def start_grpc(runtime: Runtime) -> grpc.aio.Server:
-    """Start the OIP gRPC server on the running loop, on settings.host:settings.grpc_port."""
+class _Abort(Exception):
+    """An RPC abort decided on the worker loop, carried back to the gRPC handler thread."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
+        super().__init__(details)
+        self.code, self.details, self.trailing_metadata = code, details, tuple(trailing_metadata)
+
+
+class _LoopContext:
+    """The part of a ServicerContext the handlers use, for handlers running on the worker loop."""
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
+        raise _Abort(code, details, trailing_metadata)
+
+
+class _ThreadBridge(pb_grpc.GRPCInferenceServiceServicer):
+    """gRPC's threads receive the RPC; the handler runs as a coroutine on the worker loop.
+
+    Why: with grpc.aio every RPC step wakes the worker loop from grpc's poller thread, one
+    request at a time, so batches stayed at ~1 row. Here many handler threads block at once
+    and their coroutines land on the loop together, so they join the same batch.
+    """
+
+    def __init__(self, inner: InferenceServicer, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner, self.loop = inner, loop
+
+
+def _bridged(method: str) -> Any:
+    def handler(self: _ThreadBridge, request: Any, context: grpc.ServicerContext) -> Any:
+        call = getattr(self.inner, method)(request, _LoopContext())
+        try:
+            return asyncio.run_coroutine_threadsafe(call, self.loop).result()
+        except _Abort as abort:
+            if abort.trailing_metadata:
+                context.set_trailing_metadata(abort.trailing_metadata)
+            context.abort(abort.code, abort.details)
+
+    handler.__name__ = method
+    return handler
+
+
+for _method in [m for m in vars(pb_grpc.GRPCInferenceServiceServicer) if not m.startswith("_")]:
+    setattr(_ThreadBridge, _method, _bridged(_method))
+
+
+async def start_grpc(runtime: Runtime) -> grpc.Server:
+    """Start the OIP gRPC server (its own threads) on settings.host:settings.grpc_port."""
     settings = runtime.settings
     limit = settings.grpc_max_message_bytes
-    server = grpc.aio.server(options=[
+    # One thread per RPC in flight: a blocked thread holds no GIL, and more in flight = bigger batches.
+    pool = ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="vigil-grpc")
+    server = grpc.server(pool, options=[
         ("grpc.so_reuseport", 1),  # every worker binds the same port; the kernel balances connections
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
     ])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(runtime), server)
+    bridge = _ThreadBridge(InferenceServicer(runtime), asyncio.get_running_loop())
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(bridge, server)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         bound = server.add_insecure_port(address)
@@ -150,11 +203,12 @@ async def start_grpc(runtime: Runtime) -> grpc.aio.Server:
         raise RuntimeError(f"cannot serve gRPC on {address} (VIGIL_GRPC_PORT): {exc}") from None
     if not bound:
         raise RuntimeError(f"cannot serve gRPC on {address} (VIGIL_GRPC_PORT): the port is in use")
-    await server.start()
+    server.start()
     log.info("vigil: gRPC (Open Inference Protocol v2) on %s", address)
     return server
 
 
-async def stop_grpc(server: grpc.aio.Server) -> None:
+async def stop_grpc(server: grpc.Server) -> None:
     """Stop accepting RPCs and give in-flight ones a short grace period."""
-    await server.stop(STOP_GRACE_S)
+    # Off the loop: in-flight handlers need the loop to finish.
+    await asyncio.to_thread(server.stop(STOP_GRACE_S).wait)
