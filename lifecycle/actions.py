@@ -114,6 +114,15 @@ def _local(settings: Settings, model: str, evidence: dict[str, Any], wait: bool)
     return Action("retrain", model, "local retraining started", data=outcome)
 
 
+def _alert_labels(alert: Any, i: int) -> dict[str, str]:
+    """An alert's labels, checked: Alertmanager sends objects whose label values are strings
+    (found by fuzzing: anything else used to end in a 500 from a bare AttributeError)."""
+    labels = alert.get("labels", {}) if isinstance(alert, dict) else None
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise LifecycleError(f"alerts[{i}] must be an object whose 'labels' is an object of strings")
+    return labels
+
+
 def handle_alert(settings: Settings, payload: dict[str, Any]) -> list[Action]:
     """Act on an Alertmanager webhook payload: drift alerts retrain, quality alerts check rollback.
 
@@ -127,8 +136,8 @@ def handle_alert(settings: Settings, payload: dict[str, Any]) -> list[Action]:
         raise LifecycleError("not an Alertmanager payload: expected an object with an 'alerts' list")
     actions: list[Action] = []
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
-    for alert in payload["alerts"]:
-        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+    for i, alert in enumerate(payload["alerts"]):
+        labels = _alert_labels(alert, i)
         model = labels.get("model", "")
         kind = alert_action(labels)
         if alert.get("status", payload.get("status")) != "firing" or not model or kind not in ALERT_ACTIONS.values():

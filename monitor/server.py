@@ -57,6 +57,7 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
 
     from monitor.lifecycle_host import alert_endpoint, start_worker, worker_settings
     from monitor.metrics import MonitorCollector
+    from monitor.openapi import monitor_openapi
     from monitor.report import render_report
 
     mon = monitor or Monitor(settings)
@@ -123,6 +124,7 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
         Route("/metrics", metrics),
         Route("/report", report),
         Route("/healthz", healthz),
+        Route("/openapi.json", lambda _: _JSON(monitor_openapi())),  # hand-kept: monitor/openapi.py
         Route("/v1/actions/alert", alert_endpoint(lifecycle), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

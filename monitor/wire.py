@@ -60,6 +60,14 @@ def _rows_list(data: dict[str, Any], name: str, rows: int) -> list[Any]:
     return values
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float))
+
+
 def parse(body: bytes) -> ProfileMessage:
     """Validate a request body; raises `WireError` naming the problem."""
     try:
@@ -89,10 +97,18 @@ def parse(body: bytes) -> ProfileMessage:
         raise WireError(400, "malformed", "profile is not valid base64") from None
     scores = data.get("scores")
     classes = data.get("classes") or []
+    # found by fuzzing: a non-list `classes` or non-numeric scores used to end in a 500
+    if not isinstance(classes, list) or not all(_is_scalar(c) for c in classes):
+        raise WireError(400, "malformed", "field 'classes' must be a list of JSON scalars")
     if scores is not None:
         scores = _rows_list(data, "scores", rows)
         if any(not isinstance(s, list) or len(s) != len(classes) for s in scores):
             raise WireError(400, "malformed", f"each scores row must have {len(classes)} entries (one per class)")
+        if not all(_is_number(x) for s in scores for x in s):
+            raise WireError(400, "malformed", "scores must be numbers")
+    predictions = _rows_list(data, "predictions", rows)
+    if not all(_is_scalar(p) for p in predictions):
+        raise WireError(400, "malformed", "field 'predictions' must hold JSON scalars (one per row)")
     return ProfileMessage(
         batch_id=batch_id,
         producer=str(data.get("producer", "")),
@@ -103,7 +119,7 @@ def parse(body: bytes) -> ProfileMessage:
         rows=rows,
         profile=profile,
         request_ids=[str(i) for i in _rows_list(data, "request_ids", rows)],
-        predictions=_rows_list(data, "predictions", rows),
+        predictions=predictions,
         scores=scores,
         classes=list(classes),
     )
