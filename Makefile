@@ -6,13 +6,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast bench clean help
+.PHONY: install system-deps demo test test-fast bench fuzz faults clean help
 
 help:
 	@echo "make install  create/refresh .venv with pinned dependencies"
 	@echo "make demo     the full loop: serve v1, drift, retrain, hot swap, bad v3, automatic rollback (~1 min)"
 	@echo "make test     the whole test suite (installs prometheus, alertmanager, wrk, h2load from Debian if missing)"
 	@echo "make bench    benchmark Vigil against its peers (BENCHMARKS.md, benchmarks.png; ~12 min)"
+	@echo "make fuzz     fuzz every HTTP route and gRPC of the service and the monitor (FUZZ_CASES, default 12000)"
+	@echo "make faults   the fault matrix alone: killed worker, hung/slow monitor, full spool, registry down, corrupt state (~2 min)"
 	@echo "make clean    remove .vigil runtime state"
 
 install: $(STAMP)
@@ -37,6 +39,16 @@ test: install system-deps
 # memory check and the 256-client overload check): ~12 minutes; writes BENCHMARKS.md + benchmarks.png.
 bench: install system-deps
 	$(BIN)/vigil bench --memory --overload $(BENCH_ARGS)
+
+# The long fuzz of issue 7: the suite's seeded run (tests/test_fuzz.py) with FUZZ_CASES
+# cases in total across routes instead of ~600. Zero 5xx, zero crashed workers, or it fails.
+FUZZ_CASES ?= 12000
+fuzz: install
+	FUZZ_CASES=$(FUZZ_CASES) $(BIN)/python -m pytest tests/test_fuzz.py -s -p no:cacheprovider --timeout=3600
+
+# The fault matrix of issue 7 (also part of `make test`); -s prints each fault's figures.
+faults: install system-deps
+	$(BIN)/python -m pytest tests/test_faults.py -s -p no:cacheprovider
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration"

@@ -79,7 +79,10 @@ class Monitor:
         return {"status": "ingested", "batch_id": msg.batch_id}
 
     def _profile_of(self, msg: ProfileMessage) -> Any:
-        view = deserialize(msg.profile) if msg.profile else None
+        try:
+            view = deserialize(msg.profile) if msg.profile else None
+        except ValueError as exc:  # found by fuzzing: garbage base64 used to be a 500
+            raise WireError(400, "malformed", f"profile: {exc}") from None
         if view is None:
             raise WireError(400, "malformed", "profile is empty")
         try:
@@ -346,6 +349,7 @@ class Monitor:
             "rejected": dict(self.rejected),
             "window_seconds": self.window,
             "uptime_seconds": now - self.started,
+            "state_quarantined": self.store.quarantined,  # non-null: the state file was corrupt at start
         }
 
     def drift(self, model: str | None = None, version: str | None = None, limit: int = 20) -> dict[str, Any]:

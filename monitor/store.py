@@ -8,13 +8,18 @@ makes ingestion exactly-once under replays and `kill -9`.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
+
+log = logging.getLogger("vigil.monitor")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -54,11 +59,30 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
-        self.conn.executescript(SCHEMA)
+        self.quarantined: dict[str, Any] | None = None  # set when a corrupt file was moved aside
+        try:
+            self.conn = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            # A monitor that refuses to start loses every profile from now on; one that starts
+            # afresh loses only the (unreadable anyway) history, kept aside for forensics.
+            self.quarantined = quarantine(path, exc)
+            self.conn = self._open(path)
         self.lock = threading.RLock()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
+            conn.executescript(SCHEMA)
+            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -79,6 +103,18 @@ class Store:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def quarantine(path: Path, exc: Exception) -> dict[str, Any]:
+    """Move a corrupt database (and its WAL/SHM files) aside under a timestamped name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    moved = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{moved}{suffix}"))
+    log.error("monitor state %s is corrupt (%s); moved it to %s and started with empty state", path, exc, moved)
+    return {"path": str(moved), "reason": str(exc), "at": time.time()}
 
 
 def bump(conn: sqlite3.Connection, name: str, by: int = 1) -> None:

@@ -249,6 +249,11 @@ THIRD_PARTY_DEFAULTS: dict[str, str] = {
     "GIT_PYTHON_REFRESH": "quiet",
     # Vigil draws its own progress bars; MLflow's per-download bars would interleave.
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # Fail fast against an unreachable `mlflow server`: MLflow's defaults (7 retries with
+    # exponential backoff, 120 s timeout) stall a registry poll or a start for minutes, while
+    # the service has a cached model to fall back on (vigil/serving/source.py).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
 

@@ -20,6 +20,15 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<al
 class RegistryError(RuntimeError):
     """A model URI that does not resolve, or a registry that cannot be reached."""
 
+    def __init__(self, message: str, error_code: str = "") -> None:
+        super().__init__(message)
+        self.error_code = error_code  # MLflow's code, e.g. RESOURCE_DOES_NOT_EXIST ("" if unknown)
+
+    @property
+    def missing(self) -> bool:
+        """True when the registry answered that the model/version/alias does not exist."""
+        return self.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -79,4 +88,4 @@ def resolve_version(client: "MlflowClient", ref: ModelRef | str) -> "ModelVersio
             return client.get_model_version(ref.name, ref.version)
         return client.get_model_version_by_alias(ref.name, ref.alias)
     except MlflowException as exc:
-        raise RegistryError(f"cannot resolve {ref}: {exc.message}") from None
+        raise RegistryError(f"cannot resolve {ref}: {exc.message}", exc.error_code) from None

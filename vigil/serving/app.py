@@ -155,6 +155,11 @@ def create_app(runtime: Runtime) -> Starlette:
             return error_response(runtime, error)
         return _json(verdict.to_dict(), 202 if verdict.check else 200)
 
+    async def openapi(_: Request) -> Response:
+        from vigil.serving.openapi import service_openapi
+
+        return _json(service_openapi())
+
     # imported here: oip_rest builds on this module's helpers
     from vigil.serving.oip_rest import oip_routes
 
@@ -164,6 +169,7 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/metadata", metadata, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/webhooks/mlflow", mlflow_webhook, methods=["POST"]),
+            Route("/openapi.json", openapi, methods=["GET"]),  # hand-kept spec: vigil/serving/openapi.py
             *oip_routes(runtime),  # Open Inference Protocol v2 REST: /v2/...
         ]
     )

@@ -66,6 +66,11 @@ class ServingMetrics:
         )
         for reason in SWAP_FAILURE_REASONS:
             self.swap_failures.labels(reason)
+        # 1 while serving a cached model because the registry cannot be reached (vigil/serving/source.py).
+        self.degraded = Gauge(
+            "vigil_degraded", "1 while a worker serves degraded, by reason.", ["reason"],
+            multiprocess_mode="livemax", **reg,
+        )
         self.info.labels(model, version).set(1)
         self.last_swap.set(time.time())
         self._ok = self.predictions.labels(model, version, "ok")
@@ -105,6 +110,9 @@ class ServingMetrics:
         self._failed = self.predictions.labels(self.model, version, "error")
         self.swaps.inc()
         self.last_swap.set(time.time())
+
+    def set_degraded(self, on: bool, reason: str = "registry_unreachable") -> None:
+        self.degraded.labels(reason).set(1 if on else 0)
 
     def swap_failed(self, reason: str) -> None:
         self.swap_failures.labels(reason).inc()

@@ -78,9 +78,11 @@ class Reloader:
     """Polls one alias in a daemon thread and installs new versions through `install`."""
 
     def __init__(
-        self, settings: Settings, ref: ModelRef, current: Callable[[], ServingModel], install: Install, failed: Failed
+        self, settings: Settings, ref: ModelRef, current: Callable[[], ServingModel], install: Install, failed: Failed,
+        health: Callable[[str | None], None] | None = None,
     ) -> None:
         self.settings, self.ref = settings, ref
+        self._health = health or (lambda problem: None)  # None = registry answered, else why not
         self.interval = settings.reload_interval_seconds
         self._current, self._install, self._failed_metric = current, install, failed
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -147,11 +149,13 @@ class Reloader:
             version = resolve_version(self._client, self.ref)
         except Exception as exc:  # RegistryError, SQLAlchemy/HTTP errors: all mean "keep serving"
             self._failed_metric("registry")
+            self._health(f"registry unreachable at {self.settings.mlflow_uri}: {_one_line(exc)}")
             if not self._registry_down:
                 self._registry_down = True
                 log.warning("vigil: cannot resolve %s in the registry (%s); keeping v%s and retrying every %.1f s",
                             self.ref, _one_line(exc), self._current().version, self.interval)
             return None
+        self._health(None)
         if self._registry_down:
             self._registry_down = False
             log.info("vigil: registry reachable again; %s is v%s", self.ref, version.version)

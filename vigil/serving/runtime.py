@@ -63,6 +63,7 @@ class Runtime:
         self.reloader: Reloader | None = None  # set when serving models:/NAME@ALIAS
         self._packed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.degraded: str | None = None  # why the worker serves a cached model (registry unreachable)
 
     # Compatibility views of the current bundle (routes and OIP read these).
     @property
@@ -82,6 +83,7 @@ class Runtime:
         self._packed = packed is not None
         bundle = self._with_executor(load_bundle(self.settings, locate(self.settings, packed)))
         self.serving = bundle
+        self.degraded = bundle.folder.degraded
         log.info(
             "vigil: serving %s v%s from %s (%s); warm batch of %d took %.2f ms, inference %s",
             bundle.name, bundle.version, bundle.folder.path, bundle.folder.origin,
@@ -102,6 +104,7 @@ class Runtime:
         assert bundle is not None, "load() first"
         self._loop = asyncio.get_running_loop()
         self.metrics = ServingMetrics(bundle.name, bundle.version)
+        self.metrics.set_degraded(self.degraded is not None)
         self.batcher = Batcher(
             lambda inputs: self._current().predict(inputs),
             max_batch_size=self.settings.max_batch_size,
@@ -132,7 +135,8 @@ class Runtime:
         if ref is None:
             return
         assert self.metrics is not None
-        self.reloader = Reloader(self.settings, ref, self._current, self.install, self.metrics.swap_failed)
+        self.reloader = Reloader(self.settings, ref, self._current, self.install, self.metrics.swap_failed,
+                                 health=self._registry_health)
         self.reloader.start()
         interval = self.settings.reload_interval_seconds
         log.info("vigil: following %s (poll every %s)", ref, f"{interval:g} s" if interval else "never; webhooks only")
@@ -140,6 +144,12 @@ class Runtime:
             # A webhook lands on one worker: without polling the others would never swap.
             log.warning("vigil: VIGIL_RELOAD_INTERVAL_SECONDS=0 with %d workers: a webhook swaps only the worker "
                         "that receives it; set an interval so every worker follows %s", self.settings.workers, ref)
+
+    def _registry_health(self, problem: str | None) -> None:
+        """Reload thread: the registry answered (None) or not (why); flips the degraded state."""
+        self.degraded = problem
+        if self.metrics is not None:
+            self.metrics.set_degraded(problem is not None)
 
     def _current(self) -> ServingModel:
         assert self.serving is not None
@@ -241,6 +251,8 @@ class Runtime:
                 "max_rows_per_request": self.settings.max_rows_per_request,
             },
             "reload": self.reloader.status() if self.reloader is not None else None,
+            "degraded": self.degraded is not None,
+            "degraded_reason": self.degraded,
         }
 
 

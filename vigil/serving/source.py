@@ -6,9 +6,12 @@ Whatever the source, the result is a local folder holding `model.onnx` + `schema
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from vigil.config import Settings
 from vigil.registry import ModelRef, RegistryError
 
 REQUIRED_FILES = (artifacts.ONNX_FILE, artifacts.SCHEMA_FILE)
+log = logging.getLogger("bentoml.vigil")
 
 
 class SourceError(RuntimeError):
@@ -30,6 +34,7 @@ class ModelFolder:
     path: Path
     origin: str
     version: str | None = None  # the registry version, when the model came from the registry
+    degraded: str | None = None  # why this is a cached fallback (registry unreachable), else None
 
 
 def is_model_folder(path: Path) -> bool:
@@ -64,9 +69,11 @@ def download(settings: Settings, ref: ModelRef) -> ModelFolder:
         client = connect(settings)
         version = resolve_version(client, ref)
     except RegistryError as exc:
-        raise SourceError(str(exc)) from None
+        if exc.missing:  # the registry answered: a wrong name/alias is the user's to fix
+            raise SourceError(str(exc)) from None
+        return cached(settings, ref, f"registry unreachable at {settings.mlflow_uri}: {_one_line(exc)}")
     except Exception as exc:  # an unreachable tracking server surfaces as many types
-        raise SourceError(f"cannot reach the model registry at {settings.mlflow_uri}: {exc}") from None
+        return cached(settings, ref, f"registry unreachable at {settings.mlflow_uri}: {_one_line(exc)}")
     tags = version.tags or {}
     label = f"{ref.name} version {version.version}"
     if tags.get(artifacts.TAG_SERVABLE) != "true":
@@ -78,7 +85,54 @@ def download(settings: Settings, ref: ModelRef) -> ModelFolder:
     target = settings.model_cache / ref.name / str(version.version)
     if not is_model_folder(target):
         _fetch(uri, target)
+    if ref.alias:
+        _remember(settings, ref, str(version.version))
     return ModelFolder(target, f"models:/{ref.name}/{version.version}", str(version.version))
+
+
+def _pointer(settings: Settings, ref: ModelRef) -> Path:
+    return settings.model_cache / ref.name / f"@{ref.alias}.json"
+
+
+def _remember(settings: Settings, ref: ModelRef, version: str) -> None:
+    """Record which version the alias resolved to, for `cached` when the registry is down."""
+    pointer = _pointer(settings, ref)
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"alias": ref.alias, "version": version, "resolved_at": time.time()}))
+    os.replace(tmp, pointer)  # atomic: workers resolving at once never leave half a file
+
+
+def cached(settings: Settings, ref: ModelRef, why: str) -> ModelFolder:
+    """The last good folder for `ref` in the model cache, marked degraded; SourceError if none.
+
+    An alias falls back to the version it last resolved to (its pointer file), else to the
+    newest cached version of that name; a pinned version to its own folder only.
+    """
+    folder = settings.model_cache / ref.name
+    version = ref.version
+    if version is None:
+        version = _pointed(_pointer(settings, ref)) or _newest(folder)
+    if version is None or not is_model_folder(folder / version):
+        raise SourceError(f"{why}; and no cached copy of {ref} under {folder}") from None
+    log.warning("vigil: %s; serving the cached %s version %s (degraded)", why, ref.name, version)
+    return ModelFolder(folder / version, f"models:/{ref.name}/{version} (cached)", version, degraded=why)
+
+
+def _pointed(pointer: Path) -> str | None:
+    try:
+        return str(json.loads(pointer.read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _newest(folder: Path) -> str | None:
+    versions = [p.name for p in folder.glob("*") if p.name.isdigit() and is_model_folder(p)] if folder.is_dir() else []
+    return max(versions, key=int, default=None)
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _fetch(uri: str, target: Path) -> None:
