@@ -260,9 +260,9 @@ def test_hung_and_slow_monitor_leave_latency_alone_and_profiles_arrive_exactly_o
           f"dropped batches queue_full {queue_full:.0f}")
     assert dropped == 0
     assert ingested <= sent, "a replayed profile was ingested twice"
-    # Exactly once when nothing was dropped; a hung sender can back the producer queue up
-    # (queue_full, counted): then the loss is bounded and visible, never silent.
-    assert ingested == sent or (queue_full > 0 and ingested >= sent * 0.9), (ingested, sent, queue_full)
+    # Exactly once: a hung sender backs the agent up (back-pressure into its inbox and the
+    # worker's disk spill), it never drops.
+    assert queue_full == 0 and ingested == sent, (ingested, sent, queue_full)
     for mode in ("hung", "slow"):
         # 10 % of a ~2 ms p50 is 0.2 ms: on a shared 2-core box we hold 25 % (see the report).
         assert medians[mode] <= medians["healthy"] * 1.25 + 0.3, (mode, medians)

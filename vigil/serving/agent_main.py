@@ -30,6 +30,7 @@ _POLL_S = 0.2
 _TERM_GRACE_S = 5.0
 _MAINTAIN_EVERY_S = 60.0
 _SPOOL_CHUNK = 64
+_STALL_LIMIT_S = 60.0  # longest the agent waits for a stalled sender before dropping (counted)
 _DRAIN_S = 5.0
 
 
@@ -94,8 +95,16 @@ class Agent:
             served = ServedBatch(batch.model, batch.version, batch.columns, batch.predictions, task=batch.task,  # type: ignore[arg-type]
                                  scores=batch.scores, classes=batch.classes, request_ids=batch.request_ids,
                                  batch_id=batch.batch_id, timestamp=batch.timestamp)
-            # Wait for room: a burst backs up into the inbox (then the worker's spill), not into drops.
-            self.streamer.submit(served, wait_s=self.settings.profile_send_timeout_s * 2)
+            # Wait for room: a stalled sender (hung monitor: each send waits out its timeout)
+            # backs up into the inbox, then the worker's spill to disk, not into drops. The
+            # log keeps flushing meanwhile. Only a sender stalled past the limit loses the
+            # batch, and that is counted (queue_full).
+            deadline = time.monotonic() + _STALL_LIMIT_S
+            while not self.streamer.offer(served, wait_s=0.5):
+                self.tick()
+                if time.monotonic() > deadline:
+                    self.streamer.submit(served)
+                    break
 
     def replay_spilled(self) -> int:
         """Process batches the worker spilled to disk (one agent at a time: flock); returns how many."""

@@ -207,6 +207,22 @@ class ProfileStreamer:
             self._drop("queue_full")
             return False
 
+    def offer(self, batch: ServedBatch, wait_s: float) -> bool:
+        """Enqueue, waiting up to `wait_s` for room; False if still full (nothing is counted).
+
+        For callers that can wait and retry (the profile agent), so a stalled sender turns
+        into back-pressure instead of drops.
+        """
+        if not self.enabled:
+            return False
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        try:
+            self._queue.put(batch, timeout=wait_s)
+            return True
+        except queue.Full:
+            return False
+
     def start(self) -> None:
         """Start the worker now (e.g. at worker startup) instead of on the first submit."""
         if self.enabled and (self._thread is None or self._pid != os.getpid()):
