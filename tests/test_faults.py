@@ -111,21 +111,26 @@ class Proxy:
             client.close()
             return
         threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-        self._pipe(client, upstream)
+        self._pipe(client, upstream, from_client=True)
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool = False) -> None:
         try:
             while data := src.recv(65536):
+                # The mode applies to kept-alive connections too, request by request: a
+                # producer that reuses its connection must meet the hang or the delay.
+                if from_client and self.mode == "hang":
+                    self.held.append(src)  # swallow the request, never answer
+                    return
+                if from_client and self.delay_s:
+                    time.sleep(self.delay_s)
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def release_hung(self) -> None:
         for client in self.held:
