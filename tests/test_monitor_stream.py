@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,13 @@ import requests
 
 from monitor.reference import install_reference
 from vigil.config import Settings, load, process_env
+from vigil.procs import free_port
 from vigil.serving.profile_stream import ProfileStreamer, ServedBatch
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_800_000_000.0  # synthetic event time: 60 s windows without waiting for them
 WINDOW = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MonitorProcess:
@@ -70,7 +64,7 @@ class MonitorProcess:
 
 @pytest.fixture()
 def settings(tmp_path) -> Settings:
-    return load({"VIGIL_HOME": str(tmp_path), "VIGIL_MONITOR_URL": f"http://127.0.0.1:{_free_port()}",
+    return load({"VIGIL_HOME": str(tmp_path), "VIGIL_MONITOR_URL": f"http://127.0.0.1:{free_port()}",
                  "VIGIL_PROFILE_SEND_TIMEOUT_S": "1", "VIGIL_PROFILE_LINGER_MS": "0"})  # one profile per batch
 
 
