@@ -3,7 +3,8 @@
 Covered elsewhere and cited rather than repeated: kill -9 of the monitor under load
 (tests/test_e2e_monitoring.py: 0 failed predictions, every profile ingested once) and a
 corrupt ONNX on a new version (tests/test_hot_swap.py: old keeps serving, swap failure
-counted). Here: a service worker killed under load, a hung and a slow monitor, the spool
+counted). Here: a service worker killed under load (and readiness while the only worker is
+gone), a hung and a slow monitor, the spool
 cap, an unreachable registry (at start and while polling), a corrupt schema.json on a new
 version, and a corrupted monitor state file. `make faults` runs this file alone.
 """
@@ -458,3 +459,36 @@ def test_killed_worker_is_restarted_and_only_its_in_flight_requests_fail(world: 
     # Each client has at most one request in flight, and only connections held by the dead worker fail.
     assert len(failed) <= clients, failed
     assert after and all(ok for _, ok, _ in after), "requests after the restart must all succeed"
+
+
+def _ready(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/readyz", timeout=0.5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_readiness_goes_down_with_the_only_worker_and_up_only_when_it_serves(world: Settings) -> None:
+    """With one worker, /readyz fails while it is gone, and is back only once predictions work."""
+    ctx, base = _serve(world, "kill1", workers=1, VIGIL_PROFILE_STREAM="0")
+    with ctx as server:
+        (worker,) = _worker_pids(server)
+        assert _ready(base)
+        os.kill(worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        probes: list[tuple[float, bool]] = []
+        while time.monotonic() - killed_at < 60:
+            probes.append((time.monotonic() - killed_at, _ready(base)))
+            if not probes[-1][1]:
+                break
+            time.sleep(0.05)
+        assert probes and not probes[-1][1], f"/readyz stayed 200 after the only worker died: {probes[-5:]}"
+        down_at = probes[-1][0]
+        _wait_for(lambda: _ready(base), 60, "/readyz back to 200")
+        up_at = time.monotonic() - killed_at
+        # Ready must mean serving: the first prediction after readiness returns succeeds.
+        answer = requests.post(f"{base}/predict", json=ROW, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert set(_worker_pids(server)) - {worker}, "no replacement worker"
+    print(f"\nfault 1b: /readyz down {down_at:.2f} s after the kill, back after {up_at:.1f} s, "
+          "first prediction after it 200")
