@@ -59,6 +59,7 @@ class Vigil:
     @bentoml.api(route="/v1/predict")
     async def predict(self, instances: list[Any], ids: list[str] | None = None) -> dict[str, Any]:
         """Predict rows (lists in feature order, or objects by feature name)."""
+        # FastPath (app.py) already admitted this request and bounded its body, before BentoML read it.
         try:
             return await runtime.predict(runtime.check({"instances": instances, "ids": ids}))
         except RequestError as error:

@@ -21,6 +21,7 @@ from lifecycle.audit import audit, load_state, save_state
 from lifecycle.errors import LifecycleError
 from lifecycle.gate import LOWER_IS_BETTER, gate_metric, metric_of
 from lifecycle.policy import ALERT, RETRAIN, ROLLBACK, DriftTrigger, DriftWindow, RollbackPolicy, WindowQuality
+from vigil.auth import auth_headers
 from vigil.config import Settings
 from vigil.registry import connect
 
@@ -43,7 +44,8 @@ def monitor_drift(settings: Settings, model: str, version: str | None = None) ->
         params["version"] = version
     url = settings.monitor_url.rstrip("/") + "/v1/drift"
     try:
-        response = requests.get(url, params=params, timeout=_TIMEOUT_S)
+        response = requests.get(url, params=params, timeout=_TIMEOUT_S, verify=settings.tls_verify,
+                                headers=auth_headers(settings))
         response.raise_for_status()
         return list(response.json().get("versions", []))
     except (requests.RequestException, ValueError) as exc:
@@ -185,7 +187,8 @@ def monitor_drift_all(settings: Settings) -> list[dict[str, Any]]:
     import requests
 
     try:
-        response = requests.get(settings.monitor_url.rstrip("/") + "/v1/status", timeout=_TIMEOUT_S)
+        response = requests.get(settings.monitor_url.rstrip("/") + "/v1/status", timeout=_TIMEOUT_S,
+                                verify=settings.tls_verify, headers=auth_headers(settings))
         response.raise_for_status()
         return list(response.json().get("versions", []))
     except (requests.RequestException, ValueError) as exc:

@@ -35,8 +35,8 @@ SERVER_CPU, LOAD_CPU = 0, 1
 OVERLOAD_QUEUE_ROWS = 64
 
 
-def _pinned(argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(SERVER_CPU), *argv] if shutil.which("taskset") else argv
+def _pinned(argv: list[str], cpu: int = SERVER_CPU) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") else argv
 
 
 @contextlib.contextmanager
@@ -45,8 +45,9 @@ def started(server: Server, log_dir: Path):
     base = f"http://127.0.0.1:{server.port}"
     with contextlib.ExitStack() as stack:
         for companion in server.companions:
-            # companions share the server's core: the load generator keeps the other one
-            stack.enter_context(running(_pinned(companion.argv), companion.env, companion.ready_url,
+            # companions share the server's core unless they name theirs: the load generator keeps the other one
+            cpu = SERVER_CPU if companion.cpu is None else companion.cpu
+            stack.enter_context(running(_pinned(companion.argv, cpu), companion.env, companion.ready_url,
                                         log_dir / f"{server.name}-{companion.name}.log", timeout=120))
         proc = stack.enter_context(running(_pinned(server.argv), server.env, base + server.ready_path,
                                            log_dir / f"{server.name}.log", timeout=120))

@@ -29,6 +29,7 @@ POOL: list[dict[str, Any]] = []  # request rows, shared by all users of this pro
 META: dict[str, Any] = {}  # the service's /metadata
 STD: dict[str, float] = {}  # per numeric feature, the pool's standard deviation
 STARTED = [0.0]
+HEADERS: dict[str, str] = {}  # the predict token (VIGIL_PREDICT_TOKEN[_FILE]) when the service wants one
 
 
 @events.init_command_line_parser.add_listener
@@ -48,7 +49,11 @@ def _prepare(environment: Any, **_: Any) -> None:
     """Fetch /metadata once and build the row pool before any user starts."""
     import requests
 
+    from vigil.auth import predict_headers
+    from vigil.config import load
+
     opts = environment.parsed_options
+    HEADERS.update(predict_headers(load()))
     META.update(requests.get(f"{environment.host}/metadata", timeout=10).json())
     features = [f["name"] for f in META["inputs"]["features"]]
     rows = _read_pool(opts.vigil_payloads) if opts and opts.vigil_payloads else _synthesise(META, 256)
@@ -108,7 +113,7 @@ class PredictUser(HttpUser):
     @task
     def predict(self) -> None:
         body = {"instances": _rows(self.rows_per_request, self.shift())}
-        with self.client.post("/predict", json=body, name="/predict", catch_response=True) as response:
+        with self.client.post("/predict", json=body, headers=HEADERS, name="/predict", catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
             elif len(response.json().get("predictions", ())) != len(body["instances"]):
@@ -156,7 +161,7 @@ class GrpcUser(User):
         error: Exception | None = None
         try:
             self.client.infer(META["model"]["name"], self._inputs(_rows(self.rows_per_request)),
-                              model_version=str(META["model"]["version"]))
+                              model_version=str(META["model"]["version"]), headers=HEADERS)
         except Exception as exc:  # any failure is a failed request for Locust's stats
             error = exc
         self.environment.events.request.fire(

@@ -31,6 +31,7 @@ class Companion:
     argv: list[str]
     env: dict[str, str]
     ready_url: str
+    cpu: int | None = None  # the core it is pinned to; None = the server's core
 
 
 @dataclass
@@ -92,18 +93,18 @@ def _one_prediction(answer: dict) -> bool:
 
 
 def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Callable[[], int],
-                 **changes: object) -> Server:
+                 grpc: bool = False, **changes: object) -> Server:
     """A `bentoml serve service:Vigil` with one worker; `changes` are Settings fields.
 
     The profile stream and the prediction log are off unless asked for: the plain rows
     measure the serving path, the `+monitor` row runs Vigil's defaults (every batch
-    profiled, streamed and logged).
+    profiled, streamed and logged). `grpc`: also serve OIP gRPC (always on for vigil-grpc).
     """
     from loadtest.grpc_load import infer_request
     from vigil.serving.launch import serve_command
 
     port = free_port()
-    grpc_port = free_port() if name == VIGIL_GRPC else 0  # 0: HTTP-only runs bind no gRPC port
+    grpc_port = free_port() if grpc or name == VIGIL_GRPC else 0  # 0: HTTP-only runs bind no gRPC port
     changes = {"profile_stream": False, "prediction_log": "off", **changes}
     served = config.replace(settings, model=model.uri, grpc_port=grpc_port, **changes)
     argv, env = serve_command(served, port=port, workers=1)
@@ -115,8 +116,9 @@ def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Ca
     return server
 
 
-def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[[], int]) -> Server:
-    """Vigil streaming every batch's profile to a real monitor process (started first)."""
+def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[[], int],
+                     grpc: bool = False) -> Server:
+    """Vigil streaming every batch's profile to a real monitor process (started first); `grpc` as in vigil_server."""
     from vigil.serving.launch import settings_env
 
     monitor_port = free_port()
@@ -124,7 +126,8 @@ def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[
     settings = config.replace(settings, monitor_url=monitor_url, monitor_port=monitor_port)
     monitor = Companion("monitor", [sys.executable, "-m", "monitor", "--port", str(monitor_port)],
                         {**config.process_env(settings), **settings_env(settings)}, f"{monitor_url}/healthz")
-    server = vigil_server(settings, model, VIGIL_MONITORED, free_port, profile_stream=True, prediction_log="")
+    server = vigil_server(settings, model, VIGIL_MONITORED, free_port, grpc=grpc, profile_stream=True,
+                          prediction_log="")
     server.companions.append(monitor)
     return server
 

@@ -27,7 +27,8 @@ _FIRST_POLL_DELAY_S = 1.0
 def worker_settings(settings: Settings, port: int) -> Settings:
     """Settings for the hosted worker: it must poll this process, whatever VIGIL_MONITOR_URL says."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return replace(settings, monitor_url=f"http://{host}:{port}")
+    # https when this monitor serves TLS: the certificate must then name this host (e.g. 127.0.0.1).
+    return replace(settings, monitor_url=f"{settings.scheme}://{host}:{port}")
 
 
 def start_worker(settings: Settings) -> tuple[threading.Thread, threading.Event]:

@@ -9,6 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+# 401 (vigil/auth.py) has the service's error shape: {"error": {"reason": "unauthorized", "message": ...}}
+_UNAUTHORIZED = {
+    "description": "missing or invalid bearer token (only when VIGIL_API_TOKEN is set)",
+    "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["reason", "message"],
+                                 "properties": {"reason": {"type": "string"}, "message": {"type": "string"}}}}}}},
+}
+_SECURITY_SCHEMES = {"apiToken": {"type": "http", "scheme": "bearer",
+                                  "description": "VIGIL_API_TOKEN(_FILE); without one configured the routes are open"}}
 _SCALAR = {"oneOf": [{"type": "number"}, {"type": "string"}]}
 _PROFILE = {
     "type": "object",
@@ -63,6 +74,10 @@ _ALERT = {
 }
 
 
+# Routes that never need the token (monitor/server.py OPEN_PATHS: scrapes and probes).
+_OPEN = ("/healthz", "/metrics", "/openapi.json")
+
+
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -95,4 +110,10 @@ def monitor_openapi() -> dict[str, Any]:
         "/v1/actions/alert": {"post": {"requestBody": _json_body(_ALERT),
                                        "responses": _responses("actions taken", 400)}},
     }
-    return {"openapi": "3.0.3", "info": {"title": "Vigil monitor", "version": "1"}, "paths": paths}
+    for path, operations in paths.items():
+        if path not in _OPEN:
+            for operation in operations.values():
+                operation["security"] = [{"apiToken": []}, {}]  # `{}`: open when no token is configured
+                operation["responses"]["401"] = _UNAUTHORIZED
+    return {"openapi": "3.0.3", "info": {"title": "Vigil monitor", "version": "1"}, "paths": paths,
+            "components": {"securitySchemes": _SECURITY_SCHEMES}}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from monitor.state import Monitor
+from vigil.auth import auth_headers
 from vigil.config import Settings
 
 
@@ -164,9 +165,16 @@ def write_report(settings: Settings, out: Path, model: str | None = None) -> Pat
 
     out = Path(out)
     try:
-        response = requests.get(f"{settings.monitor_url.rstrip('/')}/report", params={"model": model} if model else None, timeout=60)
+        response = requests.get(f"{settings.monitor_url.rstrip('/')}/report", params={"model": model} if model else None,
+                                timeout=60, verify=settings.tls_verify, headers=auth_headers(settings))
+        if response.status_code in (401, 403):
+            raise PermissionError(f"the monitor at {settings.monitor_url} refused the request (HTTP "
+                                  f"{response.status_code}): set VIGIL_API_TOKEN or VIGIL_API_TOKEN_FILE to its API token")
         response.raise_for_status()
         page = response.text
+    except requests.exceptions.SSLError as exc:  # a ConnectionError too, but no reason to fall back to local state
+        raise PermissionError(f"cannot verify the monitor at {settings.monitor_url} over TLS ({exc}): set "
+                              "VIGIL_TLS_CA_FILE to the CA bundle that signed its certificate") from None
     except requests.ConnectionError:
         if not (settings.monitor_home / "monitor.db").exists():
             raise FileNotFoundError(f"no monitor answers at {settings.monitor_url} and no saved state in {settings.monitor_home}") from None

@@ -3,7 +3,8 @@
 Routes: POST /v1/profiles (the producer stream, monitor/CONTRACT.md), POST /v1/labels,
 GET /v1/status, GET /v1/drift, GET /metrics, GET /report, GET /healthz, and the lifecycle's
 POST /v1/actions/alert (Alertmanager webhook; the worker thread runs too, see
-monitor/lifecycle_host.py).
+monitor/lifecycle_host.py). With VIGIL_API_TOKEN(_FILE) set, all but /healthz, /metrics and
+/openapi.json need `Authorization: Bearer <token>` (vigil/auth.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, AsyncIterator, Callable
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -22,10 +24,13 @@ from starlette.routing import Route
 
 from monitor.state import Monitor
 from monitor.wire import WireError
+from vigil.auth import UNAUTHORIZED, BearerGate, api_token
 from vigil.config import Settings, apply_to_process
 
 log = logging.getLogger("vigil.monitor")
 _EXPIRE_EVERY_S = 60.0
+# Open without the API token: Prometheus scrapes and k8s probes carry no credentials.
+OPEN_PATHS = ("/healthz", "/metrics", "/openapi.json")
 
 
 class _JSON(JSONResponse):
@@ -127,7 +132,19 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
         Route("/openapi.json", lambda _: _JSON(monitor_openapi())),  # hand-kept: monitor/openapi.py
         Route("/v1/actions/alert", alert_endpoint(lifecycle), methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=_gate(settings, mon))
+
+
+def _gate(settings: Settings, mon: Monitor) -> list[Middleware]:
+    """With VIGIL_API_TOKEN(_FILE) set, every route but OPEN_PATHS needs it; 401s are counted."""
+    token = api_token(settings)
+    if not token:
+        return []
+
+    def refused() -> None:
+        mon.rejected[UNAUTHORIZED] += 1
+
+    return [Middleware(BearerGate, token=token, open_paths=OPEN_PATHS, refused=refused)]
 
 
 def run_monitor(settings: Settings, port: int | None = None) -> None:
@@ -138,5 +155,7 @@ def run_monitor(settings: Settings, port: int | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     port = settings.monitor_port if port is None else port
     app = create_app(settings, port=port)
-    log.info("monitor listening on http://%s:%d (state in %s)", settings.host, port, settings.monitor_home)
-    uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)
+    log.info("monitor listening on %s://%s:%d (state in %s)", settings.scheme, settings.host, port, settings.monitor_home)
+    # TLS with the service's certificate and key (VIGIL_TLS_CERT_FILE / VIGIL_TLS_KEY_FILE), when set.
+    tls = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file} if settings.tls_enabled else {}
+    uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False, **tls)

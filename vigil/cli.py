@@ -8,6 +8,7 @@ needs them, so `vigil --help` answers instantly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -63,8 +64,9 @@ def _ref(name: str, version: str | None, alias: str | None):
 
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _settings()
+    secret = {f.name for f in dataclasses.fields(settings) if not f.repr}  # tokens and webhook secrets
     for name, value in sorted(vars(settings).items()):
-        print(f"{name:22} {value}")
+        print(f"{name:22} {'(set)' if name in secret and value else value}")
     print(f"{'mlflow_uri':22} {settings.mlflow_uri}")
     print(f"{'batch_latency_ms':22} {settings.batch_latency_ms}")
     return 0
@@ -128,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(f"model files: {folder.path}")
     argv, env = serve_command(settings, port=args.port, workers=args.workers)
-    print(f"serving {settings.model} on http://{settings.host}:{args.port or settings.port}", flush=True)
+    print(f"serving {settings.model} on {settings.scheme}://{settings.host}:{args.port or settings.port}", flush=True)
     # Replace this process with the server so signals (Ctrl+C, SIGTERM) reach it directly.
     os.chdir(_project_root())
     os.execvpe(argv[0], argv, env)
@@ -159,7 +161,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from monitor import write_report
 
-    path = write_report(_settings(), Path(args.out), model=args.model)
+    try:
+        path = write_report(_settings(), Path(args.out), model=args.model)
+    except (FileNotFoundError, PermissionError) as exc:  # no monitor and no state; a refused API token
+        raise UserError(str(exc)) from None
     print(f"drift report: {path}")
     return 0
 
@@ -168,7 +173,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     from loadtest.gate import LoadtestError, run_loadtest
 
     settings = _settings()
-    host = args.host or f"http://{settings.host}:{settings.port}"
+    host = args.host or f"{settings.scheme}://{settings.host}:{settings.port}"
     try:
         verdict = run_loadtest(settings, host, Path(args.slo), Path(args.out), users=args.users,
                                duration=args.duration, web=args.web)
@@ -188,6 +193,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from loadtest.soak import SMOKE, run_soak
+
+    shape = ["--smoke"] if args.smoke else [f"--minutes {args.minutes:g}", f"--warmup {args.warmup:g}"]
+    argv = " ".join(["vigil soak", *shape, f"--rate {args.rate:g}" if args.rate else f"--load {args.load:g}"])
+    options = dict(SMOKE) if args.smoke else {"minutes": args.minutes, "warmup_s": args.warmup}
+    try:
+        report = run_soak(_settings(), load=args.load, rate=args.rate, out=Path(args.out), command=argv, **options)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    return 0 if report.ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -326,6 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma-separated server names (see BENCHMARKS.md)")
     p.add_argument("--memory", action="store_true", help="also check RSS after 200,000 requests vs after 20,000")
     p.add_argument("--overload", action="store_true", help="also check 503 shedding at 256 clients and recovery")
+    p.add_argument("--out", default=str(_project_root() / "BENCHMARKS.md"), help="report file (default: BENCHMARKS.md)")
+
+    p = add(
+        "soak",
+        cmd_soak,
+        "soak Vigil at 80 %% of its measured maximum, HTTP + gRPC, monitor streaming (exit 1 on a missed floor)",
+        "Starts Vigil (iris, one worker, gRPC on, streaming to a real monitor) pinned to core 0,\n"
+        "measures the maximum of the HTTP + gRPC mix (wrk + h2load on core 1), then offers --load\n"
+        "of it at a constant rate for a warm-up plus --minutes. Checks worker RSS growth < 5 %,\n"
+        "p99 within VIGIL_SLO_P99_MS in every 10 s, zero errors and a bounded monitor ingest lag;\n"
+        "writes soak.png and the Soak section of BENCHMARKS.md. Needs wrk and h2load.",
+    )
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of load after the warm-up (default: 10)")
+    p.add_argument("--load", type=float, default=0.8, help="share of the measured maximum to offer (default: 0.8)")
+    p.add_argument("--warmup", type=float, default=60.0, help="warm-up seconds, not judged for RSS (default: 60)")
+    p.add_argument("--rate", type=float, help="offer this many req/s in total instead of --load × the maximum")
+    p.add_argument("--smoke", action="store_true", help="15 s after a 3 s warm-up (the test suite's run)")
     p.add_argument("--out", default=str(_project_root() / "BENCHMARKS.md"), help="report file (default: BENCHMARKS.md)")
 
     from vigil import cli_lifecycle  # here, not at the top: it imports this module

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -50,6 +51,61 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _pem(env: Mapping[str, str], name: str) -> str:
+    """A PEM file's absolute path ("" when unset); a missing, unreadable or non-PEM file is a config error."""
+    raw = _env(env, name, "").strip()
+    if not raw:
+        return ""
+    path = Path(raw).expanduser().resolve()  # absolute: `bentoml serve` runs from the project root
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{name}={raw}: cannot read the file ({exc.strerror or exc})") from None
+    if b"-----BEGIN " not in text:
+        raise ValueError(f"{name}={raw}: not a PEM file (no '-----BEGIN' line)")
+    return str(path)
+
+
+def _no_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ValueError("the key is encrypted; Vigil needs an unencrypted PEM key")
+
+
+def _tls(env: Mapping[str, str]) -> dict[str, str]:
+    """The TLS files: certificate and key both or neither, and they must belong together."""
+    cert, key = _pem(env, "VIGIL_TLS_CERT_FILE"), _pem(env, "VIGIL_TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        given, missing = "VIGIL_TLS_CERT_FILE", "VIGIL_TLS_KEY_FILE"
+        if key:
+            given, missing = missing, given
+        raise ValueError(f"TLS needs both VIGIL_TLS_CERT_FILE and VIGIL_TLS_KEY_FILE: {given} is set, {missing} is not")
+    if cert:
+        # Checked here so a bad pair stops `load()` with one line, not a worker crash loop.
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=_no_password)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"VIGIL_TLS_CERT_FILE / VIGIL_TLS_KEY_FILE: cannot use {cert} with {key}: {exc}") from None
+    return {"tls_cert_file": cert, "tls_key_file": key, "tls_ca_file": _pem(env, "VIGIL_TLS_CA_FILE")}
+
+
+def _tokens(env: Mapping[str, str]) -> dict[str, str]:
+    """The bearer tokens' raw settings: a value or a secret file's absolute path, checked now.
+
+    Only the path of a file is kept (resolved by vigil.auth where it is used), so a token
+    read from a mounted secret never travels into a child's environment (launch.settings_env).
+    """
+    from vigil.auth import resolve_token
+
+    fields = {}
+    for field_name, name, file_name in (("api_token", "VIGIL_API_TOKEN", "VIGIL_API_TOKEN_FILE"),
+                                        ("predict_token", "VIGIL_PREDICT_TOKEN", "VIGIL_PREDICT_TOKEN_FILE")):
+        value, file = env.get(name, "").strip(), env.get(file_name, "").strip()
+        file = str(Path(file).expanduser().resolve()) if file else ""  # `bentoml serve` runs elsewhere
+        resolve_token(name, value, file)  # both set, unreadable or empty file: a config error at start
+        fields[field_name], fields[f"{field_name}_file"] = value, file
+    return fields
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _env(env, name, default).strip().lower()
     if value not in choices:
@@ -77,10 +133,23 @@ class Settings:
     max_rows_per_request: int = 1024
     max_body_bytes: int = 1 << 20
     max_queue_rows: int = 4096
+    # Per worker: prediction requests in flight (HTTP predict routes from the first body byte,
+    # gRPC ModelInfer); beyond it 503 / RESOURCE_EXHAUSTED. Above the benchmark's c=256 on purpose.
+    max_concurrent_requests: int = 512
     ort_threads: int = 1
+    # TLS (PEM files): with cert + key, the service's HTTP and gRPC ports and the monitor serve TLS.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""  # CA bundle Vigil's own clients trust for https/TLS; "" = the system trust store
+    # Bearer tokens (vigil/auth.py): a value or a mounted secret file each. The API token guards
+    # the monitor and the service's admin route; the predict token, when set, the prediction routes.
+    api_token: str = field(default="", repr=False)
+    api_token_file: str = ""
+    predict_token: str = field(default="", repr=False)  # "" = predictions are open
+    predict_token_file: str = ""
     # Live hot swap (vigil/serving/reload.py): a service on models:/NAME@ALIAS follows the alias.
     reload_interval_seconds: float = 5.0  # registry poll period per worker; 0 = no polling
-    reload_webhook_secret: str = ""  # MLflow webhook HMAC secret; "" = unsigned webhooks accepted
+    reload_webhook_secret: str = field(default="", repr=False)  # MLflow webhook HMAC secret; "" = unsigned webhooks accepted
     # Monitoring: the producer in the service (profile stream) and the monitor process.
     profile_stream: bool = True  # VIGIL_PROFILE_STREAM=0 turns the producer off
     profile_queue_size: int = 1024  # batches waiting for the profiling thread
@@ -112,7 +181,7 @@ class Settings:
     retrain_data: str = ""  # recent labelled data: a CSV file or a directory of CSV/Parquet; "" = the prediction log
     retrain_action: str = "local"  # "local" (vigil retrain in-process) | "webhook"
     retrain_webhook_url: str = ""
-    retrain_webhook_secret: str = ""
+    retrain_webhook_secret: str = field(default="", repr=False)
     retrain_webhook_header: str = "Authorization"  # header carrying the secret, verbatim
     retrain_webhook_style: str = "generic"  # "generic" JSON | "github" workflow_dispatch body
     retrain_webhook_ref: str = "main"  # git ref for the github style
@@ -124,6 +193,21 @@ class Settings:
     def mlflow_uri(self) -> str:
         """Tracking + registry URI: the explicit one, or SQLite under the home."""
         return self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when the service and the monitor serve TLS (certificate and key are set)."""
+        return bool(self.tls_cert_file and self.tls_key_file)
+
+    @property
+    def scheme(self) -> str:
+        """URL scheme of the servers Vigil starts with these settings."""
+        return "https" if self.tls_enabled else "http"
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """`verify=` for Vigil's own HTTPS clients (requests): the CA bundle, else the system store."""
+        return self.tls_ca_file or True
 
     @property
     def artifact_root(self) -> Path:
@@ -195,7 +279,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_rows_per_request=_int(env, "VIGIL_MAX_ROWS_PER_REQUEST", defaults.max_rows_per_request, 1),
         max_body_bytes=_int(env, "VIGIL_MAX_BODY_BYTES", defaults.max_body_bytes, 64),
         max_queue_rows=_int(env, "VIGIL_MAX_QUEUE_ROWS", defaults.max_queue_rows, 1),
+        max_concurrent_requests=_int(env, "VIGIL_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests, 1),
         ort_threads=_int(env, "VIGIL_ORT_THREADS", defaults.ort_threads, 1),
+        **_tls(env),
+        **_tokens(env),
         reload_interval_seconds=_float(env, "VIGIL_RELOAD_INTERVAL_SECONDS", defaults.reload_interval_seconds),
         reload_webhook_secret=_env(env, "VIGIL_RELOAD_WEBHOOK_SECRET", ""),
         profile_stream=_bool(env, "VIGIL_PROFILE_STREAM", defaults.profile_stream),

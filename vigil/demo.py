@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from vigil import config
+from vigil.auth import predict_headers
 from vigil.config import Settings
 from vigil.demo_loop import DemoError, LoopResult, run_loop
 from vigil.demo_stack import Stack, hot_swap_available, start_stack, target_health, with_fast_reload
@@ -108,17 +109,18 @@ def _first_requests(stack: Stack, count: int) -> None:
     print(f"serving {meta['model']['name']} v{meta['model']['version']} "
           f"({'hot swap on: follows @champion' if hot_swap_available() else 'no hot swap in this build'})")
     sample = [5.1, 3.5, 1.4, 0.2]
-    answer = requests.post(f"{base}/predict", json={"instances": [sample]}, timeout=5).json()
+    auth = predict_headers(stack.settings)  # {} unless VIGIL_PREDICT_TOKEN(_FILE) is set
+    answer = requests.post(f"{base}/predict", json={"instances": [sample]}, headers=auth, timeout=5).json()
     print(f"sample {sample} -> prediction {answer['predictions'][0]}, request id {answer['request_ids'][0]}")
-    bad = requests.post(f"{base}/predict", json={"instances": [[1.0, 2.0]]}, timeout=5)
+    bad = requests.post(f"{base}/predict", json={"instances": [[1.0, 2.0]]}, headers=auth, timeout=5)
     print(f"bad input -> HTTP {bad.status_code}: {bad.json()['error']['message']}")
-    latencies = _burst(f"{base}/predict", count)
+    latencies = _burst(f"{base}/predict", count, auth)
     ordered = sorted(latencies)
     print(f"{count} predictions from 8 clients: p50 {ordered[len(ordered) // 2] * 1e3:.1f} ms, "
           f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1e3:.1f} ms")
 
 
-def _burst(url: str, count: int, concurrency: int = 8) -> list[float]:
+def _burst(url: str, count: int, headers: dict[str, str], concurrency: int = 8) -> list[float]:
     rows = load_iris_data().X.tolist()
     local = threading.local()
 
@@ -126,7 +128,7 @@ def _burst(url: str, count: int, concurrency: int = 8) -> list[float]:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         start = time.perf_counter()
-        session.post(url, json={"instances": [rows[i % len(rows)]]}, timeout=10).raise_for_status()
+        session.post(url, json={"instances": [rows[i % len(rows)]]}, headers=headers, timeout=10).raise_for_status()
         return time.perf_counter() - start
 
     with ThreadPoolExecutor(concurrency) as pool:

@@ -18,6 +18,7 @@ import requests
 
 from lifecycle import stages as S
 from lifecycle.audit import read_audit
+from vigil.auth import auth_headers, predict_headers
 from vigil.config import Settings
 from vigil.demo_stack import Stack, hot_swap_available
 from vigil.demo_traffic import Iris, LabelFeed, LoadLoop, shifted_frame
@@ -73,8 +74,8 @@ def run_loop(settings: Settings, stack: Stack, iris: Iris, name: str, say: Say, 
     """Play the whole loop against the running stack; returns what happened."""
     result = LoopResult()
     tail = AuditTail(settings)
-    loop = LoadLoop(stack.base, iris).start()
-    labels = LabelFeed(loop, stack.monitor_url).start()
+    loop = LoadLoop(stack.base, iris, headers=predict_headers(settings)).start()
+    labels = LabelFeed(loop, stack.monitor_url, headers=auth_headers(settings)).start()
     window = settings.monitor_window_seconds
     try:
         step(f"v1 serves under load ({loop.clients} clients); labels arrive every second")
@@ -87,7 +88,7 @@ def run_loop(settings: Settings, stack: Stack, iris: Iris, name: str, say: Say, 
         trigger = _wait_audit(tail, say, lambda r: r["policy"] == "retrain" and r["action"] == "retrain"
                               and "executed" not in r, timeout=60 + 6 * window, what="a retraining trigger")
         say(f"monitor flagged it: {trigger['reason']}")
-        _print_latest_drift(stack.monitor_url, name, "1", say)
+        _print_latest_drift(settings, stack.monitor_url, name, "1", say)
 
         step("retraining in the monitor's worker: train on reference + recent labelled data, convert, gate")
         move = _wait_move(settings, name, lambda m: m.kind == S.RETRAIN and m.to_stage == S.PRODUCTION, tail, say,
@@ -230,8 +231,9 @@ def _print_gate(settings: Settings, name: str, version: str, say: Say) -> None:
     say(f"gate {'passed' if verdict.passed else 'refused'} (tolerance {settings.gate_tolerance})")
 
 
-def _print_latest_drift(monitor_url: str, name: str, version: str, say: Say) -> None:
-    body = requests.get(f"{monitor_url}/v1/drift", params={"model": name, "version": version}, timeout=30).json()
+def _print_latest_drift(settings: Settings, monitor_url: str, name: str, version: str, say: Say) -> None:
+    body = requests.get(f"{monitor_url}/v1/drift", params={"model": name, "version": version},
+                        headers=auth_headers(settings), timeout=30).json()
     for entry in body["versions"]:
         latest = entry["latest"] or {}
         for feature, f in (latest.get("features") or {}).items():

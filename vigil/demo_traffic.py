@@ -84,8 +84,10 @@ def label_record(request_id: str, truth: int, prediction: Any) -> dict[str, Any]
 class LoadLoop:
     """`clients` threads posting `rows`-row predictions every `pause` seconds until stopped."""
 
-    def __init__(self, base: str, iris: Iris, clients: int = 2, rows: int = 8, pause: float = 0.02) -> None:
+    def __init__(self, base: str, iris: Iris, clients: int = 2, rows: int = 8, pause: float = 0.02,
+                 headers: dict[str, str] | None = None) -> None:
         self.base, self.iris, self.clients, self.rows, self.pause = base, iris, clients, rows, pause
+        self.headers = headers or {}  # vigil.auth.predict_headers when the service wants a predict token
         self.stats = Stats()
         self.drifting = False
         self.paused = False  # clients idle (only while a build without hot swap restarts the service)
@@ -119,7 +121,7 @@ class LoadLoop:
 
     def _one(self, session: requests.Session, rows: list[list[float]], truth: np.ndarray) -> None:
         try:
-            response = session.post(f"{self.base}/predict", json={"instances": rows}, timeout=10)
+            response = session.post(f"{self.base}/predict", json={"instances": rows}, headers=self.headers, timeout=10)
             answer = response.json() if response.status_code == 200 else None
             error = None if answer else f"HTTP {response.status_code}: {response.text[:200]}"
         except (requests.RequestException, ValueError) as exc:
@@ -137,13 +139,13 @@ class LoadLoop:
             self._labels += [label_record(rid, int(t), p)
                              for rid, t, p in zip(answer["request_ids"], truth, answer["predictions"])]
 
-    def post_labels(self, monitor_url: str) -> dict[str, int]:
+    def post_labels(self, monitor_url: str, headers: dict[str, str] | None = None) -> dict[str, int]:
         """Send the ground truth of everything answered since the last call to the monitor."""
         with self._lock:
             labels, self._labels = self._labels, []
         if not labels:
             return {"joined": 0, "pending": 0}
-        response = requests.post(f"{monitor_url}/v1/labels", json=labels, timeout=30)
+        response = requests.post(f"{monitor_url}/v1/labels", json=labels, headers=headers, timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -151,8 +153,9 @@ class LoadLoop:
 class LabelFeed:
     """Post the loop's labels every `every` seconds in a thread (ground truth arriving live)."""
 
-    def __init__(self, loop: LoadLoop, monitor_url: str, every: float = 1.0) -> None:
+    def __init__(self, loop: LoadLoop, monitor_url: str, every: float = 1.0, headers: dict[str, str] | None = None) -> None:
         self.loop, self.monitor_url, self.every = loop, monitor_url, every
+        self.headers = headers  # vigil.auth.auth_headers when the monitor wants the API token
         self.joined = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-labels", daemon=True)
@@ -169,7 +172,7 @@ class LabelFeed:
 
     def _post(self) -> None:
         try:
-            self.joined += self.loop.post_labels(self.monitor_url).get("joined", 0)
+            self.joined += self.loop.post_labels(self.monitor_url, self.headers).get("joined", 0)
         except requests.RequestException:
             pass  # the monitor is restarting or busy: these labels are lost, later ones count
 

@@ -36,19 +36,26 @@ def log_tail(log: Path, chars: int = 6000) -> str:
         return "(no log)"
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    """Poll `url` until it answers 200; fail with the server's log if it dies or times out."""
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path, verify: bool | str = True) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it dies or times out.
+
+    `verify` is requests' TLS check for an https `url`: a CA bundle path
+    (`Settings.tls_verify` gives VIGIL_TLS_CA_FILE) or True for the system store.
+    """
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerDied(f"server exited with code {proc.returncode} before ready:\n{log_tail(log)}")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            status = requests.get(url, timeout=1, verify=verify).status_code
+            if status == 200:
                 return
-        except requests.RequestException:
-            pass
+            last = f"HTTP {status}"
+        except requests.RequestException as exc:
+            last = str(exc)  # e.g. a TLS verification failure, worth showing on timeout
         time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f}s:\n{log_tail(log)}")
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s (last: {last}):\n{log_tail(log)}")
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -73,6 +80,7 @@ def running(
     log_path: Path | None = None,
     timeout: float = 90.0,
     cwd: str | Path | None = PROJECT_ROOT,
+    verify: bool | str = True,
 ) -> Iterator[subprocess.Popen]:
     """Start `argv` in its own process group, wait for `ready_url`, stop the group at exit.
 
@@ -89,7 +97,7 @@ def running(
         )
     proc.log_path = log_path  # type: ignore[attr-defined]  # for callers that read the log
     try:
-        wait_ready(ready_url, proc, timeout, log_path)
+        wait_ready(ready_url, proc, timeout, log_path, verify)
         yield proc
     except BaseException:
         sys.stderr.write(f"\n--- process log ({log_path}) ---\n{log_tail(log_path)}\n")

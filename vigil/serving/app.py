@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vigil.serving.errors import PayloadTooLarge, RequestError
+from vigil.auth import asgi_authorization
+from vigil.serving.errors import PayloadTooLarge, RequestError, error_headers
 from vigil.serving.metrics import render
 from vigil.serving.runtime import Runtime
 
@@ -34,8 +35,7 @@ def _json(payload: object, status: int = 200, headers: dict[str, str] | None = N
 
 def error_response(runtime: Runtime, error: RequestError) -> Response:
     runtime.refused(error)
-    headers = {"Retry-After": "1"} if error.status == 503 else None
-    return _json(error.to_dict(), error.status, headers)
+    return _json(error.to_dict(), error.status, error_headers(error))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -72,6 +72,16 @@ async def _read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return body
 
 
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """An ASGI `receive` that hands out an already-read body once, then defers to the real one."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> dict:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 _JSON_HEADERS = [(b"content-type", JSON.encode())]
 
 
@@ -84,40 +94,82 @@ async def _send_json(send: Send, payload: object, status: int = 200, headers: di
     await send({"type": "http.response.body", "body": content})
 
 
+NATIVE_PREDICT = "/v1/predict"  # BentoML's own API route (service.py)
+
+
 class FastPath:
     """ASGI middleware answering POST /predict itself; everything else goes on to `app`.
 
     Same behaviour as the Starlette route in `create_app` (which stays as the fallback
     when the service is mounted without this middleware), minus the framework layers.
+    It also guards BentoML's /v1/predict (token, in-flight count, body limit), so that
+    route refuses before BentoML parses and validates the body, like every other
+    prediction route.
     """
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
         self.limit = runtime.settings.max_body_bytes
+        self.token = runtime.predict_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
             await self.predict(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == NATIVE_PREDICT:
+            await self.guard(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def guard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.runtime
+        try:
+            if self.token is not None:
+                runtime.authorize(asgi_authorization(scope["headers"]), NATIVE_PREDICT)
+            runtime.admit()
+        except RequestError as error:
+            await self.refuse(send, error)
+            return
+        try:
+            try:
+                # BentoML reads bodies without a size limit: read it here under ours.
+                body = await _read_asgi_body(scope, receive, self.limit)
+            except RequestError as error:
+                await self.refuse(send, error)
+                return
+            except _Disconnected:
+                return
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            runtime.release()
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
         start = time.perf_counter()
         try:
+            if self.token is not None:
+                runtime.authorize(asgi_authorization(scope["headers"]), "/predict")
+            runtime.admit()
+        except RequestError as error:
+            await self.refuse(send, error)
+            return
+        try:
             parsed = runtime.parse(await _read_asgi_body(scope, receive, self.limit))
             answer = await runtime.predict(parsed)
         except RequestError as error:
-            runtime.refused(error)
-            retry = {"Retry-After": "1"} if error.status == 503 else None
-            await _send_json(send, error.to_dict(), error.status, retry)
+            await self.refuse(send, error)
             return
         except _Disconnected:
             return
+        finally:
+            runtime.release()
         await _send_json(send, answer)
         assert runtime.metrics is not None
         runtime.metrics.request_done(time.perf_counter() - start)
+
+    async def refuse(self, send: Send, error: RequestError) -> None:
+        self.runtime.refused(error)
+        await _send_json(send, error.to_dict(), error.status, error_headers(error))
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -127,10 +179,18 @@ def create_app(runtime: Runtime) -> Starlette:
     async def predict(request: Request) -> Response:
         start = time.perf_counter()
         try:
+            if runtime.predict_token is not None:
+                runtime.authorize(request.headers.get("authorization"), "/predict")
+            runtime.admit()
+        except RequestError as error:
+            return error_response(runtime, error)
+        try:
             parsed = runtime.parse(await _read_body(request, limit))
             answer = await runtime.predict(parsed)
         except RequestError as error:
             return error_response(runtime, error)
+        finally:
+            runtime.release()
         response = _json(answer)
         assert runtime.metrics is not None
         runtime.metrics.request_done(time.perf_counter() - start)

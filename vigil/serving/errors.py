@@ -35,3 +35,18 @@ class NotFound(RequestError):
     """The request names a model (or version) this server does not serve."""
 
     status = 404
+
+
+class Unauthorized(RequestError):
+    """No valid bearer token for a route that needs one (vigil/auth.py): 401 + WWW-Authenticate."""
+
+    status = 401
+
+
+def error_headers(error: RequestError) -> dict[str, str] | None:
+    """Extra response headers a refusal carries: when to retry (503), how to authenticate (401)."""
+    if error.status == 503:
+        return {"Retry-After": "1"}
+    if error.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    return None

@@ -26,8 +26,11 @@ REQUEST_TIMEOUT_S = 3
 
 def service_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `@bentoml.service`, so a built bento carries them too."""
-    return {
+    options = {
         "workers": settings.workers,
+        # No `max_concurrency` here: BentoML's answers 429 without Retry-After, is not counted
+        # in our metrics and does not see gRPC (our own grpcio server). Vigil counts requests
+        # in flight itself (VIGIL_MAX_CONCURRENT_REQUESTS, see runtime.py `admit`).
         "traffic": {"timeout": REQUEST_TIMEOUT_S},
         # BentoML's metrics middleware costs per request and its /metrics would shadow
         # ours: Vigil serves /metrics itself (summed across workers, see metrics.py).
@@ -36,6 +39,11 @@ def service_options(settings: Settings) -> dict[str, Any]:
         "tracing": {"excluded_urls": FAST_ROUTES},
         "http": {"host": settings.host, "port": settings.port},
     }
+    if settings.tls_enabled:
+        # BentoML's service-level `ssl` config (read when `bentoml serve` injects the service
+        # config) becomes uvicorn's --ssl-certfile/--ssl-keyfile in every worker.
+        options["ssl"] = {"enabled": True, "certfile": settings.tls_cert_file, "keyfile": settings.tls_key_file}
+    return options
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -17,17 +17,19 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from vigil.serving.errors import NotFound, NotReady, Overloaded, PayloadTooLarge, RequestError
+from vigil.serving.errors import NotFound, NotReady, Overloaded, PayloadTooLarge, RequestError, Unauthorized
 from vigil.serving.oip_model import OipModel, Output
 from vigil.serving.oip_tensors import Tensor, from_contents, from_raw, to_raw
 
 if TYPE_CHECKING:
+    from vigil.config import Settings
     from vigil.serving.runtime import Runtime
 
 log = logging.getLogger("bentoml.vigil")
@@ -41,6 +43,8 @@ def status_for(error: RequestError) -> grpc.StatusCode:
     """The gRPC status matching the HTTP status the same error gets on the REST routes."""
     if isinstance(error, NotFound):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, Unauthorized):
+        return grpc.StatusCode.UNAUTHENTICATED
     if isinstance(error, NotReady) or error.reason == "shutting_down":
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, (Overloaded, PayloadTooLarge)):
@@ -114,11 +118,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
         try:
+            if self.runtime.predict_token is not None:
+                self.runtime.authorize(_authorization(context), "gRPC ModelInfer")
+            self.runtime.admit()  # shares the worker's in-flight count with the HTTP routes
+        except RequestError as error:
+            await self._fail(context, error)
+        try:
             self.oip.check(request.model_name, request.model_version)
             parsed = self.oip.parse(decode_inputs(request), request.id)
             outputs = await self.oip.infer(parsed, [o.name for o in request.outputs])
         except RequestError as error:
             await self._fail(context, error)
+        finally:
+            self.runtime.release()
         response = _response(request, self.oip, outputs)
         if self.runtime.metrics is not None:
             self.runtime.metrics.request_done(time.perf_counter() - start, "grpc")
@@ -146,8 +158,22 @@ class _Abort(Exception):
         self.code, self.details, self.trailing_metadata = code, details, tuple(trailing_metadata)
 
 
+def _authorization(context: Any) -> str | None:
+    """The `authorization` metadata of a call (gRPC's counterpart of the HTTP header)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value
+    return None
+
+
 class _LoopContext:
     """The part of a ServicerContext the handlers use, for handlers running on the worker loop."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context  # the handler thread's; only read here, never answered through
+
+    def invocation_metadata(self) -> Any:
+        return self._context.invocation_metadata()
 
     async def abort(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
         raise _Abort(code, details, trailing_metadata)
@@ -167,7 +193,7 @@ class _ThreadBridge(pb_grpc.GRPCInferenceServiceServicer):
 
 def _bridged(method: str) -> Any:
     def handler(self: _ThreadBridge, request: Any, context: grpc.ServicerContext) -> Any:
-        call = getattr(self.inner, method)(request, _LoopContext())
+        call = getattr(self.inner, method)(request, _LoopContext(context))
         try:
             return asyncio.run_coroutine_threadsafe(call, self.loop).result()
         except _Abort as abort:
@@ -193,19 +219,29 @@ async def start_grpc(runtime: Runtime) -> grpc.Server:
         ("grpc.so_reuseport", 1),  # every worker binds the same port; the kernel balances connections
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-    ])
+    ], maximum_concurrent_rpcs=settings.max_concurrent_requests + GRPC_THREADS)
+    # ^ Runtime.admit decides for every RPC that reaches a handler thread (counted, with a
+    # reason); grpcio's own bound only caps RPCs queued behind busy threads, which admit()
+    # cannot see, so the worker's backlog of gRPC calls stays bounded too.
     bridge = _ThreadBridge(InferenceServicer(runtime), asyncio.get_running_loop())
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(bridge, server)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_secure_port(address, server_credentials(settings)) if settings.tls_enabled \
+            else server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio raises when the address cannot be bound
         raise RuntimeError(f"cannot serve gRPC on {address} (VIGIL_GRPC_PORT): {exc}") from None
     if not bound:
         raise RuntimeError(f"cannot serve gRPC on {address} (VIGIL_GRPC_PORT): the port is in use")
     server.start()
-    log.info("vigil: gRPC (Open Inference Protocol v2) on %s", address)
+    log.info("vigil: gRPC (Open Inference Protocol v2) on %s%s", address, " (TLS)" if settings.tls_enabled else "")
     return server
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """TLS credentials from VIGIL_TLS_CERT_FILE / VIGIL_TLS_KEY_FILE (PEM; checked by config.load)."""
+    key, cert = Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 async def stop_grpc(server: grpc.Server) -> None:

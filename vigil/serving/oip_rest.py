@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from vigil.serving.app import _json, _read_body
-from vigil.serving.errors import RequestError
+from vigil.serving.errors import RequestError, error_headers
 from vigil.serving.oip_model import OipModel, Output
 from vigil.serving.oip_tensors import Tensor, from_json, from_raw, to_json_data, to_raw
 from vigil.serving.runtime import Runtime
@@ -28,8 +28,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 def _error(runtime: Runtime, error: RequestError) -> Response:
     runtime.refused(error)
-    headers = {"Retry-After": "1"} if error.status == 503 else None
-    return _json({"error": error.message, "reason": error.reason}, error.status, headers)
+    return _json({"error": error.message, "reason": error.reason}, error.status, error_headers(error))
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -153,6 +152,12 @@ def oip_routes(runtime: Runtime) -> list[Route]:
     async def infer(request: Request) -> Response:
         start = time.perf_counter()
         try:
+            if runtime.predict_token is not None:
+                runtime.authorize(request.headers.get("authorization"), request.scope["path"])
+            runtime.admit()
+        except RequestError as error:
+            return _error(runtime, error)
+        try:
             _check(request)
             if request.headers.get("content-encoding", "identity") != "identity":
                 raise RequestError("unsupported_encoding", "compressed request bodies are not accepted")
@@ -163,6 +168,8 @@ def oip_routes(runtime: Runtime) -> list[Route]:
             response = encode_response(oip, request_id, await oip.infer(parsed, names), binary)
         except RequestError as error:
             return _error(runtime, error)
+        finally:
+            runtime.release()
         if runtime.metrics is not None:
             runtime.metrics.request_done(time.perf_counter() - start, "http")
         return response

@@ -73,10 +73,36 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+# What each refusal means; `reason` in the body names the exact cause (README "Limits").
+_REFUSALS = {
+    401: "missing or invalid bearer token (reason unauthorized; the webhook: or MLflow signature), "
+         "only when the route's token is configured",
+    413: "body larger than VIGIL_MAX_BODY_BYTES (reason body_too_large)",
+    503: "retry after Retry-After seconds: not ready, batch queue full (reason overloaded) or "
+         "VIGIL_MAX_CONCURRENT_REQUESTS already in flight on the worker (reason too_many_requests)",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+_CHALLENGE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
+# Bearer tokens (vigil/auth.py). `{}` = also allowed without: a token is needed only when configured.
+_SECURITY_SCHEMES = {
+    "predictToken": {"type": "http", "scheme": "bearer",
+                     "description": "VIGIL_PREDICT_TOKEN(_FILE); without it predictions are open"},
+    "apiToken": {"type": "http", "scheme": "bearer",
+                 "description": "VIGIL_API_TOKEN(_FILE): admin routes (an MLflow webhook may sign instead)"},
+}
+_PREDICT_AUTH = [{"predictToken": []}, {}]
+_ADMIN_AUTH = [{"apiToken": []}, {}]
+
+
 def _responses(ok: str, *errors: int, media: str = "application/json", error: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": ok, "content": {media: {"schema": {}}}}}
     for status in errors:
-        out[str(status)] = {"description": "refused", "content": {"application/json": {"schema": error or _ERROR}}}
+        out[str(status)] = {"description": _REFUSALS.get(status, "refused"),
+                            "content": {"application/json": {"schema": error or _ERROR}}}
+        if status == 503:
+            out[str(status)]["headers"] = _RETRY_AFTER
+        if status == 401:
+            out[str(status)]["headers"] = _CHALLENGE
     return out
 
 
@@ -88,7 +114,8 @@ def _oip_model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any
         prefix: {"get": {"parameters": params, "responses": answers("model metadata", 404)}},
         f"{prefix}/ready": {"get": {"parameters": params, "responses": answers("model readiness", 404, 503)}},
         f"{prefix}/infer": {"post": {"parameters": params, "requestBody": _json_body(_OIP_INFER),
-                                     "responses": answers("inference result", 400, 404, 413, 503)}},
+                                     "security": _PREDICT_AUTH,
+                                     "responses": answers("inference result", 400, 401, 404, 413, 503)}},
     }
 
 
@@ -100,11 +127,11 @@ def service_openapi() -> dict[str, Any]:
     """The OpenAPI 3.0 document of the routes Vigil serves itself."""
     name, version = _path_param("name"), _path_param("version")
     paths: dict[str, Any] = {
-        "/predict": {"post": {"requestBody": _json_body(_PREDICT),
-                              "responses": _responses("predictions", 400, 413, 503)}},
+        "/predict": {"post": {"requestBody": _json_body(_PREDICT), "security": _PREDICT_AUTH,
+                              "responses": _responses("predictions", 400, 401, 413, 503)}},
         "/metadata": {"get": {"responses": _responses("model metadata", 503)}},
         "/metrics": {"get": {"responses": _responses("Prometheus metrics", media="text/plain")}},
-        "/v1/webhooks/mlflow": {"post": {"requestBody": _json_body(_WEBHOOK),
+        "/v1/webhooks/mlflow": {"post": {"requestBody": _json_body(_WEBHOOK), "security": _ADMIN_AUTH,
                                          "responses": _responses("webhook handled", 400, 401, 409, 413)}},
         "/v2": {"get": {"responses": _responses("server metadata")}},
         "/v2/health/live": {"get": {"responses": _responses("liveness")}},
@@ -112,4 +139,5 @@ def service_openapi() -> dict[str, Any]:
         **_oip_model_paths("/v2/models/{name}", [name]),
         **_oip_model_paths("/v2/models/{name}/versions/{version}", [name, version]),
     }
-    return {"openapi": "3.0.3", "info": {"title": "Vigil service", "version": "1"}, "paths": paths}
+    return {"openapi": "3.0.3", "info": {"title": "Vigil service", "version": "1"}, "paths": paths,
+            "components": {"securitySchemes": _SECURITY_SCHEMES}}

@@ -24,6 +24,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import orjson
 
+from vigil.auth import auth_headers
 from vigil.config import Settings
 from vigil.serving.profile_coalesce import coalesce
 from vigil.serving.profile_spool import Spool
@@ -37,6 +38,10 @@ PROBA_PREFIX = "proba_"
 
 Outcome = Literal["ok", "retry", "rejected"]
 _RETRYABLE_STATUS = {408, 429}
+# A missing or wrong API token is a configuration problem, not a bad profile: keep the
+# profile (spool, retry) until the token is fixed instead of dropping it.
+_AUTH_STATUS = {401, 403}
+_AUTH_LOG_EVERY_S = 60.0
 _REPLAY_CHUNK = 64  # files per replay pass, so fresh batches are not starved
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.2, 5.0
 
@@ -145,6 +150,10 @@ class _Metrics:
         self.dropped = Counter(
             "vigil_profiles_dropped_total", "Profiles lost (queue_full, spool_full, rejected, error)", ["reason"], **kw
         )
+        self.unauthorized = Counter(
+            "vigil_profiles_unauthorized_total",
+            "Deliveries the monitor refused (401/403) for a missing or wrong API token; the profile is kept", **kw
+        )
         self.spool_bytes = Gauge(
             "vigil_profile_spool_bytes", "Bytes waiting in the profile spool", multiprocess_mode="livemax", **kw
         )
@@ -175,7 +184,8 @@ class ProfileStreamer:
         self.enabled = settings.profile_stream
         self._queue: queue.Queue[ServedBatch] = queue.Queue(maxsize=settings.profile_queue_size)
         self._metrics = _Metrics.for_registry(registry)
-        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "queue_full": 0, "spool_full": 0, "rejected": 0, "error": 0}
+        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "queue_full": 0, "spool_full": 0, "rejected": 0, "error": 0,
+                        "unauthorized": 0}
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -184,6 +194,9 @@ class ProfileStreamer:
         self._spool: Spool | None = None
         self._backoff = _BACKOFF_MIN_S
         self._next_replay = 0.0
+        self._tls_warned = False
+        self._headers = {"Content-Type": "application/json", **auth_headers(settings)}
+        self._auth_logged_at = -_AUTH_LOG_EVERY_S
         self.producer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     # -- caller side (request path) ---------------------------------------------------
@@ -359,17 +372,35 @@ class ProfileStreamer:
         started = time.perf_counter()
         try:
             response = self._session.post(
-                self.url, data=body, headers={"Content-Type": "application/json"}, timeout=(min(0.5, timeout), timeout)
+                self.url, data=body, headers=self._headers, timeout=(min(0.5, timeout), timeout),
+                verify=self.settings.tls_verify,  # an https monitor is checked against VIGIL_TLS_CA_FILE
             )
-        except Exception:  # connection refused/reset, timeout: the monitor is away
+        except Exception as exc:  # connection refused/reset, timeout: the monitor is away
+            if "SSL" in type(exc).__name__ and not self._tls_warned:
+                # Not transient like the rest: say so once, then keep spooling and retrying.
+                self._tls_warned = True
+                log.warning("cannot reach the monitor over TLS (check VIGIL_TLS_CA_FILE): %s", exc)
             return "retry"
         self._metrics.latency.observe(time.perf_counter() - started)
         if response.status_code < 300:
             return "ok"
         if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS:
             return "retry"
+        if response.status_code in _AUTH_STATUS:
+            self._unauthorized(response)
+            return "retry"
         log.warning("monitor rejected a profile (%s): %s", response.status_code, response.text[:200])
         return "rejected"
+
+    def _unauthorized(self, response: Any) -> None:
+        """Count a 401/403 and say so loudly (once a minute): profiles pile up in the spool."""
+        self._count("unauthorized", self._metrics.unauthorized)
+        now = time.monotonic()
+        if now - self._auth_logged_at >= _AUTH_LOG_EVERY_S:
+            self._auth_logged_at = now
+            log.error("the monitor refused this producer's API token (HTTP %s: %s); profiles are kept in the spool "
+                      "and retried until VIGIL_API_TOKEN / VIGIL_API_TOKEN_FILE match the monitor's",
+                      response.status_code, response.text[:200])
 
     def _count(self, key: str, counter: Any) -> None:
         self._counts[key] += 1

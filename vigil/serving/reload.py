@@ -27,10 +27,11 @@ from typing import Any, Callable, Mapping
 import orjson
 
 from vigil import artifacts
+from vigil.auth import UNAUTHORIZED, check_bearer, refusal
 from vigil.config import Settings
 from vigil.registry import ModelRef
 from vigil.serving.bundle import ServingModel, WarmUpError, load_bundle
-from vigil.serving.errors import RequestError
+from vigil.serving.errors import RequestError, Unauthorized
 from vigil.serving.model import ModelLoadError
 from vigil.serving.source import SourceError, download
 
@@ -44,6 +45,7 @@ SIGNATURE_HEADER = "x-mlflow-signature"
 TIMESTAMP_HEADER = "x-mlflow-timestamp"
 DELIVERY_HEADER = "x-mlflow-delivery-id"
 ALIAS_CREATED = "model_version_alias.created"
+WEBHOOK_PATH = "/v1/webhooks/mlflow"
 
 Install = Callable[[ServingModel], None]
 Failed = Callable[[str], None]
@@ -55,10 +57,6 @@ class SwapFailed(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class Unauthorized(RequestError):
-    status = 401
 
 
 class Conflict(RequestError):
@@ -232,6 +230,26 @@ def verify_signature(secret: str, body: bytes, headers: Mapping[str, str], now: 
     expected = "v1," + base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
     if not hmac.compare_digest(expected, signature):
         raise Unauthorized("bad_signature", "X-MLflow-Signature does not match the body and the configured secret")
+
+
+def authorize_webhook(body: bytes, headers: Mapping[str, str], token: bytes | None, secret: str) -> str:
+    """With an API token set, a delivery needs the bearer token or a valid MLflow signature.
+
+    MLflow 3 webhooks cannot send custom headers, only sign with VIGIL_RELOAD_WEBHOOK_SECRET,
+    so either proof is enough. Returns the secret `read_webhook` still has to verify ("" once
+    this check settled it); raises Unauthorized (reason "unauthorized") when neither holds.
+    """
+    if token is None:
+        return secret
+    if check_bearer(headers.get("authorization"), token):
+        return ""
+    if not secret:
+        raise Unauthorized(UNAUTHORIZED, refusal(WEBHOOK_PATH))
+    try:
+        verify_signature(secret, body, headers)
+    except Unauthorized as exc:
+        raise Unauthorized(UNAUTHORIZED, f"{refusal(WEBHOOK_PATH)} and no valid MLflow signature ({exc.message})") from None
+    return ""
 
 
 def read_webhook(body: bytes, headers: Mapping[str, str], secret: str, ref: ModelRef | None) -> WebhookVerdict:

@@ -18,14 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
+from vigil import auth
 from vigil.config import Settings
 from vigil.serving.batcher import Batcher
 from vigil.serving.bundle import ServingModel, describe, load_bundle
-from vigil.serving.errors import NotReady, RequestError
+from vigil.serving.errors import NotReady, Overloaded, RequestError, Unauthorized
 from vigil.serving.metrics import ServingMetrics
 from vigil.serving.monitoring import BatchFeed
 from vigil.serving.model import OnnxModel
-from vigil.serving.reload import Reloader, WebhookVerdict, follows_alias, read_webhook
+from vigil.serving.reload import Reloader, WebhookVerdict, authorize_webhook, follows_alias, read_webhook
 from vigil.serving.source import ModelFolder, locate
 from vigil.serving.validation import ParsedRequest, Validator
 
@@ -64,6 +65,13 @@ class Runtime:
         self._packed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.degraded: str | None = None  # why the worker serves a cached model (registry unreachable)
+        # Bearer tokens (vigil/auth.py), None = not required: with predictions open the
+        # prediction routes pay exactly one attribute check for access control.
+        self.predict_token: bytes | None = auth.predict_token(settings).encode() or None
+        self.api_token: bytes | None = auth.api_token(settings).encode() or None
+        # Prediction requests in flight on this worker (see `admit`); touched on the event loop only.
+        self.in_flight = 0
+        self._max_in_flight = settings.max_concurrent_requests
 
     # Compatibility views of the current bundle (routes and OIP read these).
     @property
@@ -170,7 +178,8 @@ class Runtime:
     def webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookVerdict:
         """Handle an MLflow webhook delivery: an alias move triggers an immediate check."""
         ref = self.reloader.ref if self.reloader is not None else None
-        verdict = read_webhook(body, headers, self.settings.reload_webhook_secret, ref)
+        secret = authorize_webhook(body, headers, self.api_token, self.settings.reload_webhook_secret)
+        verdict = read_webhook(body, headers, secret, ref)
         if verdict.check and self.reloader is not None:
             self.reloader.trigger()
         return verdict
@@ -190,6 +199,32 @@ class Runtime:
             await asyncio.to_thread(self.feed.close)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+
+    def admit(self) -> None:
+        """Count one more prediction request in flight, or refuse it (503) past the limit.
+
+        Called on the event loop only (HTTP routes; gRPC handlers are bridged onto the loop),
+        so a plain int needs no lock. Pair every successful admit() with release() in a
+        `finally`. HTTP routes admit before reading the body: the limit also bounds the
+        memory held by bodies being received (limit x VIGIL_MAX_BODY_BYTES per worker).
+        """
+        if self.in_flight >= self._max_in_flight:
+            raise Overloaded("too_many_requests", f"{self._max_in_flight} requests are already in flight on this "
+                                                  "worker (VIGIL_MAX_CONCURRENT_REQUESTS); retry shortly")
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def authorize(self, header: str | bytes | None, path: str) -> None:
+        """Refuse (401, counted by the route) unless `header` carries the predict token.
+
+        Routes call it only when `predict_token` is set; it goes before `admit`, so an
+        unauthenticated flood takes no in-flight slot.
+        """
+        assert self.predict_token is not None
+        if not auth.check_bearer(header, self.predict_token):
+            raise Unauthorized(auth.UNAUTHORIZED, auth.refusal(path))
 
     def parse(self, body: bytes) -> ParsedRequest:
         if not self.ready or self.serving is None:

@@ -19,6 +19,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "vigil.fullname" .)) }}
 {{- end }}
 
+{{/* Access control (README "Access control"): the tokens' Secret, mounted as files that
+VIGIL_API_TOKEN_FILE / VIGIL_PREDICT_TOKEN_FILE point at, so the tokens never sit in the
+environment and a rotated Secret reaches the pods' files (the processes read them at start). */}}
+{{- define "vigil.authEnv" -}}
+{{- if .Values.auth.existingSecret }}
+- name: VIGIL_API_TOKEN_FILE
+  value: /etc/vigil/auth/{{ .Values.auth.apiTokenKey }}
+{{- if .Values.auth.predictTokenKey }}
+- name: VIGIL_PREDICT_TOKEN_FILE
+  value: /etc/vigil/auth/{{ .Values.auth.predictTokenKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "vigil.authMount" -}}
+{{- if .Values.auth.existingSecret }}
+- {name: auth, mountPath: /etc/vigil/auth, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "vigil.authVolume" -}}
+{{- if .Values.auth.existingSecret }}
+- name: auth
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+{{- end }}
+{{- end }}
+
 {{/* Environment shared by the service and the monitor: settings and credentials. */}}
 {{- define "vigil.envFrom" -}}
 - configMapRef:

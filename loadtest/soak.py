@@ -1,0 +1,289 @@
+"""`make soak` / `vigil soak`: a long run at 80 % of the measured sustained maximum, HTTP and gRPC mixed,
+the monitor streaming — and the verdicts on memory, latency, errors and monitor lag.
+
+1. Start Vigil (iris, one worker, gRPC on, every batch profiled and streamed to a real
+   monitor), pinned to core 0 with its agent; the monitor and the load generators on core 1.
+2. Measure the maximum of the mix: wrk (HTTP, c=48) and h2load (gRPC, c=16) together;
+   then wait for the monitor to catch up (the time it takes is reported too).
+3. Find the sustained maximum: constant-rate steps at rising shares of that burst until
+   serving + monitoring no longer keep up (the burst starves the profile agent, so it
+   measures serving alone).
+4. Offer `load` × the sustained maximum at a constant rate with the same gRPC share (h2load with
+   --rps, the same 48 + 16 clients, interleaved: soak_probe.PacedLoad) for the warm-up
+   plus `minutes`, sampling RSS, CPU, the monitor's ingest lag and rows served vs
+   ingested every `sample_s`.
+5. From h2load's per-request logs: p50/p99 per 10 s; errors from h2load and from the
+   service's own counters (a failed gRPC call is still HTTP 200 to h2load).
+6. Write soak.png and the Soak section of BENCHMARKS.md; return the report (exit 1 on a
+   missed floor, the report is written either way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+import psutil
+
+from loadtest.bench import LOAD_CPU, ROOT, started
+from loadtest.grpc_load import GRPC_PATH, check_rpc, frame, run_grpc_load
+from loadtest.servers import Server, monitored_server, prepare_models
+from loadtest.soak_probe import (
+    Counters, PacedLoad, find_monitor, monitor_ingest, service_counters, start_paced, take_sample,
+)
+from loadtest.soak_report import (
+    CARRIED_FLOOR, Errors, RampStep, SoakReport, latency_buckets, plot, render, write_section,
+)
+from loadtest.wrk import LoadResult, run_wrk
+from vigil import config
+from vigil.config import Settings
+from vigil.procs import free_port
+
+__all__ = ["SoakReport", "run_soak"]
+
+HTTP_CLIENTS, GRPC_CLIENTS = 48, 16  # the max measurement's concurrency; the soak paces the same clients
+# Healthy lag is ~0.2 s (20 ms hand-off to the agent + 100 ms linger + profiling + one POST).
+# 5 s leaves room for scheduling noise on a shared core while staying far below the
+# monitor's 60-s window; a monitor that cannot keep up grows its lag without bound, so
+# it crosses any constant during a 10-minute run.
+LAG_BOUND_S = 5.0
+DRAIN_S = 30.0  # after the load: how long the monitor may take to ingest the last rows
+MAX_DRAIN_S = 180.0  # after the saturation: its backlog is far larger
+# The search for the sustained maximum: shares of the burst maximum, RAMP_STEP_S each.
+RAMP_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+RAMP_STEP_S = 20
+SMOKE = {"minutes": 0.25, "warmup_s": 3.0, "sample_s": 1.0, "max_seconds": 2.0, "ramp_step_s": 2}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where the soak sends load and reads counters."""
+
+    server: Server
+    base: str
+    monitor: str
+    monitor_port: int
+    model: tuple[str, str]  # (registered name, version) served: the monitor's labels
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+
+def _validate(minutes: float, load: float, warmup_s: float, sample_s: float) -> None:
+    if not minutes > 0:
+        raise ValueError(f"minutes must be > 0, got {minutes}")
+    if not 0 < load <= 1:
+        raise ValueError(f"load must be in (0, 1] (a share of the measured maximum), got {load}")
+    if warmup_s < 0 or not sample_s > 0:
+        raise ValueError(f"warm-up must be >= 0 s and the sample period > 0 s, got {warmup_s} and {sample_s}")
+    for tool in ("wrk", "h2load"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} not found: apt-get install wrk nghttp2-client")
+
+
+def measure_max(target: _Target, seconds: float) -> tuple[LoadResult, LoadResult]:
+    """Saturate with both protocols at once: (wrk HTTP c=48, h2load gRPC c=16)."""
+    with ThreadPoolExecutor(2) as pool:
+        grpc = pool.submit(run_grpc_load, target.grpc, target.server.grpc_message, GRPC_CLIENTS, seconds,
+                           cpu=LOAD_CPU, metrics_url=target.base + "/metrics")
+        time.sleep(1.0)  # run_grpc_load warms up for 1 s before it measures: overlap the two windows
+        http = pool.submit(run_wrk, target.base + target.server.path, target.server.body, HTTP_CLIENTS, seconds,
+                           cpu=LOAD_CPU)
+        return http.result(), grpc.result()
+
+
+def _sample_until_done(report: SoakReport, target: _Target, serve_pid: int, procs: list, t0: float,
+                       sample_s: float) -> None:
+    monitor = find_monitor(target.monitor_port)
+    deadline = t0 + report.duration_s + 60  # h2load stops itself at -D; this only guards a hang
+    next_at, printed = t0, -math.inf
+    while any(p.poll() is None for p in procs):
+        if time.time() > deadline:
+            for p in procs:
+                p.kill()
+            raise RuntimeError("h2load did not stop after its duration")
+        if time.time() >= next_at:
+            s = take_sample(time.time() - t0, serve_pid, monitor, target.base + "/metrics",
+                            target.monitor + "/metrics", target.model)
+            report.samples.append(s)
+            next_at += sample_s
+            if s.t - printed >= 30:
+                printed = s.t
+                print(f"  {s.t:5.0f} s  worker {s.worker_mb:5.0f} MB  agent {s.agent_mb:4.0f} MB  lag {s.lag_s:5.2f} s"
+                      f"  rows served {s.rows_served:,.0f} ingested {s.rows_ingested:,.0f}", flush=True)
+        time.sleep(0.1)
+
+
+def _paced(target: _Target, http_rps: float, grpc_rps: float, seconds: int, folder: Path) -> list[PacedLoad]:
+    """Start both constant-rate loads (HTTP /predict and gRPC ModelInfer) from the same clients."""
+    server = target.server
+    (folder / "http.json").write_text(server.body)
+    (folder / "grpc.bin").write_bytes(frame(server.grpc_message))
+    return [
+        start_paced("http", target.base + server.path, folder / "http.json", ["content-type: application/json"],
+                    HTTP_CLIENTS, http_rps, seconds, folder, http1=True, cpu=LOAD_CPU),
+        start_paced("grpc", f"http://{target.grpc}{GRPC_PATH}", folder / "grpc.bin",
+                    ["content-type: application/grpc", "te: trailers"], GRPC_CLIENTS, grpc_rps,
+                    seconds, folder, http1=False, cpu=LOAD_CPU),
+    ]
+
+
+def _step(target: _Target, rps: float, grpc_share: float, folder: Path, seconds: int) -> RampStep:
+    """Offer `rps` for `seconds`; kept up = ≥ 99 % answered and the monitor caught up within the lag bound."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loads = _paced(target, rps * (1 - grpc_share), rps * grpc_share, seconds, folder)
+    for proc in (p for load in loads for p in load.procs):
+        proc.wait(timeout=seconds + 60)
+    answered = sum(load.summary().done for load in loads) / (rps * seconds)
+    _, _, behind = drain(target, timeout=MAX_DRAIN_S)
+    step = RampStep(rps, seconds, answered, behind, answered >= CARRIED_FLOOR and behind <= LAG_BOUND_S)
+    print(f"soak: ramp {rps:,.0f} req/s: {answered:.1%} answered, monitor caught up in {behind:.1f} s"
+          f" -> {'kept up' if step.ok else 'did not keep up'}", flush=True)
+    return step
+
+
+def sustained_maximum(target: _Target, burst_rps: float, grpc_share: float, folder: Path,
+                      step_s: int = RAMP_STEP_S) -> tuple[float, list[RampStep]]:
+    """Climb RAMP_SHARES of the burst maximum, `step_s` each, until a step is not kept up; the last kept-up rate.
+
+    Why not the burst itself: saturating one core starves the profile agent, which buffers
+    and catches up afterwards, so the burst measures serving alone. What a deployment can
+    run at is what serving *and* monitoring keep up with.
+    """
+    steps: list[RampStep] = []
+    for i, share in enumerate(RAMP_SHARES):
+        steps.append(_step(target, share * burst_rps, grpc_share, folder / f"ramp-{i}", step_s))
+        if not steps[-1].ok:
+            break
+    kept = [st.rps for st in steps if st.ok]
+    if not kept:
+        raise RuntimeError(f"serving + monitoring did not keep up even at {steps[0].rps:,.0f} req/s: {steps[0]}")
+    return max(kept), steps
+
+
+def _soak(report: SoakReport, target: _Target, serve_pid: int, tmp: Path, sample_s: float) -> None:
+    """Run both constant-rate h2loads while sampling, then read their logs and the counters."""
+    server, seconds = target.server, math.ceil(report.duration_s)
+    check_rpc(target.grpc, server.grpc_message)
+    before = service_counters(target.base + "/metrics")
+    t0 = time.time()
+    loads = _paced(target, report.http_rps, report.grpc_rps, seconds, tmp)
+    _sample_until_done(report, target, serve_pid, [p for load in loads for p in load.procs], t0, sample_s)
+    after = service_counters(target.base + "/metrics")
+    http, grpc = (load.summary() for load in loads)
+    frames = {load.protocol: load.frame() for load in loads}
+    report.buckets, report.p50_ms, report.p99_ms = latency_buckets(pd.concat(frames.values()), report.duration_s)
+    report.protocol_p99_ms = {p: latency_buckets(f, report.duration_s)[2] for p, f in frames.items()}
+    report.http_requests, report.grpc_requests = http.done, grpc.done
+    report.errors = _errors(report, frames, http.failed, grpc.failed, grpc.succeeded, before, after)
+
+
+def _errors(report: SoakReport, frames: dict[str, pd.DataFrame], http_failed: int, grpc_failed: int,
+            grpc_succeeded: int, before: Counters, after: Counters) -> Errors:
+    def bad(protocol: str) -> int:  # non-200 rows (and failed streams, -1) in h2load's log
+        return int((frames[protocol]["status"] != 200).sum())
+
+    # request_done(…, "grpc") runs only for a successful ModelInfer: a call h2load saw answered
+    # (HTTP 200) that the service did not count as a success failed at the gRPC level.
+    grpc_app = max(0, grpc_succeeded - int(after.grpc_ok - before.grpc_ok))
+    pids = {pid for s in report.samples for pid in s.worker_pids}
+    first = len(report.samples[0].worker_pids) if report.samples else 0
+    return Errors(http=max(http_failed, bad("http")), grpc=max(grpc_failed, bad("grpc")) + grpc_app,
+                  rejected=int(after.rejected - before.rejected),
+                  failed_rows=int(after.rows_failed - before.rows_failed), worker_restarts=max(0, len(pids) - first))
+
+
+def drain(target: _Target, timeout: float = DRAIN_S) -> tuple[float, float, float]:
+    """Wait until the monitor has ingested every row served (or `timeout`): (served, ingested, seconds)."""
+    began = time.monotonic()
+    while True:
+        served = service_counters(target.base + "/metrics").rows_ok
+        ingested, _ = monitor_ingest(target.monitor + "/metrics", *target.model)
+        if ingested >= served or time.monotonic() - began > timeout:
+            return served, ingested, time.monotonic() - began
+        time.sleep(0.5)
+
+
+def _maximum(target: _Target, seconds: float) -> tuple[LoadResult, LoadResult, float]:
+    """The maximum of the mix, then the seconds the monitor needed to catch up with it."""
+    max_http, max_grpc = measure_max(target, seconds)
+    if max_http.rps <= 0 or max_grpc.rps <= 0:
+        raise RuntimeError(f"no throughput measured (HTTP {max_http.rps:.0f}, gRPC {max_grpc.rps:.0f} req/s)")
+    print(f"soak: maximum of the mix {max_http.rps + max_grpc.rps:,.0f} req/s (HTTP {max_http.rps:,.0f}, errors "
+          f"{max_http.errors}; gRPC {max_grpc.rps:,.0f}, errors {max_grpc.errors})", flush=True)
+    # Saturation starves the profile agent and the monitor (same core), which buffer and
+    # catch up afterwards: start the soak caught up, and report how long that took.
+    served, ingested, seconds_behind = drain(target, timeout=MAX_DRAIN_S)
+    print(f"soak: the monitor caught up in {seconds_behind:.0f} s ({ingested:,.0f} of {served:,.0f} rows)", flush=True)
+    return max_http, max_grpc, seconds_behind
+
+
+def run_soak(settings: Settings, minutes: float = 10.0, load: float = 0.8, warmup_s: float = 60.0,
+             sample_s: float = 5.0, out: Path | None = None, *, max_seconds: float = 15.0,
+             rate: float | None = None, ramp_step_s: int = RAMP_STEP_S, command: str = "vigil soak") -> SoakReport:
+    """Soak Vigil at `load` × its measured maximum for `warmup_s` + `minutes`; write soak.png
+    and the Soak section of `out` (default BENCHMARKS.md). Everything runs under `<home>/soak`,
+    which is emptied first (registry, monitor state, spools): the user's state is left alone.
+
+    The load is `load` x the sustained maximum: the highest of a ramp of constant-rate steps
+    (`ramp_step_s` each) that serving and monitoring kept up with (see `sustained_maximum`).
+    `rate`: offer this many req/s in total instead (the maximum is still measured, for the
+    gRPC share and the report).
+    """
+    _validate(minutes, load, warmup_s, sample_s)
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be > 0 req/s, got {rate}")
+    out = out or ROOT / "BENCHMARKS.md"
+    out.parent.mkdir(parents=True, exist_ok=True)  # now, not after a 12-minute run
+    soak_settings = config.replace(settings, home=settings.home / "soak")
+    # A clean slate per run: a previous soak stopped with rows still spooled would have this
+    # one's agent replay them (monitor work this run's counters never see) on top of its load.
+    shutil.rmtree(soak_settings.home, ignore_errors=True)
+    log_dir = soak_settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    model = prepare_models(soak_settings, heavy=False)[0]
+    server = monitored_server(soak_settings, model, free_port, grpc=True)
+    # The monitor is its own deployment (its own pod/host in production): it gets the load
+    # generators' core rather than taking a share of the service's.
+    server.companions = [dataclasses.replace(c, cpu=LOAD_CPU) for c in server.companions]
+    monitor_port = urlsplit(server.companions[0].ready_url).port
+    name, version = model.uri.removeprefix("models:/").split("/")
+    target = _Target(server, f"http://127.0.0.1:{server.port}", f"http://127.0.0.1:{monitor_port}", monitor_port,
+                     (name, version))
+    with started(server, log_dir) as proc, tempfile.TemporaryDirectory(prefix="vigil-soak-") as tmp:
+        max_http, max_grpc, behind = _maximum(target, max_seconds)
+        total = max_http.rps + max_grpc.rps
+        share = max_grpc.rps / total
+        if rate is None:
+            sustained, ramp = sustained_maximum(target, total, share, Path(tmp), ramp_step_s)
+        else:  # an explicit rate skips the search (its "maximum" is then the rate itself)
+            sustained, ramp, load = rate, [], 1.0
+        report = SoakReport(
+            date=time.strftime("%Y-%m-%d %H:%M"), cores=psutil.cpu_count() or 0, load_avg=os.getloadavg(),
+            max_http=max_http, max_grpc=max_grpc, max_catch_up_s=behind, sustained_rps=sustained, load=load,
+            http_rps=load * sustained * (1 - share), grpc_rps=load * sustained * share, http_clients=HTTP_CLIENTS,
+            grpc_clients=GRPC_CLIENTS, warmup_s=warmup_s, duration_s=warmup_s + minutes * 60,
+            slo_p99_ms=settings.slo_p99_ms, lag_bound_s=LAG_BOUND_S, command=command, ramp=ramp,
+        )
+        print(f"soak: offering {report.http_rps + report.grpc_rps:,.0f} req/s ({load:.0%} of {sustained:,.0f}) for "
+              f"{report.duration_s:.0f} s ({warmup_s:.0f} s warm-up)", flush=True)
+        # h2load's logs: ~30 bytes per request
+        _soak(report, target, proc.pid, Path(tmp), sample_s)
+        report.rows_served, report.rows_ingested, _ = drain(target)
+    report.load_avg = os.getloadavg()
+    for floor in report.floors():
+        print(f"  [{'ok' if floor.ok else 'MISSED'}] {floor.name}: {floor.value}", flush=True)
+    report.chart = plot(report, out.with_name("soak.png"))
+    write_section(render(report), out)
+    print(f"wrote {out} and {report.chart}")
+    return report
