@@ -13,7 +13,7 @@ help:
 	@echo "make demo     the full loop: serve v1, drift, retrain, hot swap, bad v3, automatic rollback (~1 min)"
 	@echo "make test     the whole test suite (installs prometheus, alertmanager, wrk, h2load from Debian if missing)"
 	@echo "make bench    benchmark Vigil against its peers (BENCHMARKS.md, benchmarks.png; ~12 min)"
-	@echo "make soak     10 min at 80 % of the measured maximum, HTTP + gRPC, monitor streaming (BENCHMARKS.md, soak.png; ~13 min)"
+	@echo "make soak     10 min at 80 % of the sustained maximum, HTTP + gRPC, monitor streaming (BENCHMARKS.md, soak.png; ~17 min)"
 	@echo "make fuzz     fuzz every HTTP route and gRPC of the service and the monitor (FUZZ_CASES, default 12000)"
 	@echo "make faults   the fault matrix alone: killed worker, hung/slow monitor, full spool, registry down, corrupt state (~2 min)"
 	@echo "make clean    remove .vigil runtime state"
@@ -41,8 +41,9 @@ test: install system-deps
 bench: install system-deps
 	$(BIN)/vigil bench --memory --overload $(BENCH_ARGS)
 
-# The soak of issue 7: measure the maximum of the HTTP + gRPC mix, then 1 min warm-up + 10 min
-# at 80 % of it; worker RSS, p99 per 10 s, errors, monitor lag. Exit 1 on a missed floor.
+# The soak of issue 7: measure the burst maximum of the HTTP + gRPC mix, climb 30-s steps to the
+# sustained maximum (serving + monitoring keeping up), then 1 min warm-up + 10 min at 80 % of
+# it; worker RSS, p99 per 10 s, errors, monitor lag. Exit 1 on a missed floor.
 # Writes the Soak section of BENCHMARKS.md + soak.png. SOAK_ARGS e.g. "--minutes 2".
 soak: install system-deps
 	$(BIN)/vigil soak $(SOAK_ARGS)
