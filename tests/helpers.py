@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import contextlib
+import re
 import subprocess
+import time
+
+import requests
 
 from vigil.procs import ServerDied, free_port, log_tail as _tail, running, stop_process_group, wait_ready
 
-__all__ = ["ServerDied", "free_port", "running_server", "stop_process_group", "wait_ready"]
+__all__ = ["ServerDied", "free_port", "metric", "running_server", "stop_process_group", "wait_for", "wait_ready"]
 
 
 @contextlib.contextmanager
@@ -29,3 +33,20 @@ def running_server(
     """`vigil.procs.running` with the argument order the tests were written against."""
     with running(argv, env, ready_url, log_path=log_path, timeout=timeout, cwd=cwd) as proc:
         yield proc
+
+
+def metric(base: str, name: str, labels: str = "") -> float:
+    """One sample from a server's /metrics (`labels` verbatim, e.g. '{reason="x"}'); 0 when absent."""
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def wait_for(predicate, timeout: float, what: str) -> float:
+    """Poll `predicate` until true; the seconds it took, or AssertionError naming `what`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
+from helpers import metric as _metric, wait_for as _wait_for
 from serving_models import IRIS_FEATURES, build_iris
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -158,18 +158,6 @@ def test_openapi_declares_the_token_on_protected_routes_only() -> None:
 # -- real processes -------------------------------------------------------------------------------
 
 
-def _metric(base: str, name: str, labels: str = "") -> float:
-    text = requests.get(f"{base}/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.2)
 
 
 def _iris_reference(path: Path) -> Path:

@@ -12,7 +12,6 @@ version, and a corrupted monitor state file. `make faults` runs this file alone.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,6 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from helpers import metric as _metric, wait_for as _wait_for
 
 from vigil.config import Settings, load, process_env, replace
 from vigil.procs import free_port, running, stop_process_group
@@ -39,19 +39,6 @@ GARBAGE = b"this is not an SQLite database\x00" * 64
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _metric(base: str, name: str, labels: str = "") -> float:
-    text = requests.get(f"{base}/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def _serve(settings: Settings, tag: str, workers: int = 1, **env: str):

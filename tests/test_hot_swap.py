@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import requests
+from helpers import metric as _metric, wait_for as _wait_for
 from serving_models import build_iris, register_servable
 
 from vigil.config import Settings, load, replace
@@ -60,23 +60,10 @@ def _server(settings: Settings, tag: str, **env: str):
                    timeout=90, cwd=PROJECT_ROOT), base
 
 
-def _metric(base: str, name: str, labels: str = "") -> float:
-    text = requests.get(f"{base}/metrics", timeout=5).text
-    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
 
 def _served_version(base: str) -> str:
     return requests.post(f"{base}/predict", json=ROW, timeout=5).json()["model"]["version"]
 
-
-def _wait_for(predicate, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 # -- the load loop while the alias moves 1 -> 2 -> 1 ------------------------------------------
