@@ -360,11 +360,13 @@ class ProfileStreamer:
                 self._next_replay = time.monotonic() + self._backoff
                 self._backoff = min(_BACKOFF_MAX_S, self._backoff * 2)
                 return
-            self._spool.remove(path)
+            # Counted before the file goes: `flush()` waits for an empty spool, and a
+            # waiter that sees it empty must also see the replay counted.
             if outcome == "ok":
                 self._count("replayed", self._metrics.replayed)
             else:
                 self._drop("rejected")
+            self._spool.remove(path)
         self._backoff = _BACKOFF_MIN_S
 
     def _send(self, body: bytes) -> Outcome:
