@@ -1,91 +1,112 @@
-"""Bento export: from a registered model to an archive that serves with MLflow unreachable."""
+"""Bento export: from a registered model to an archive that serves from a clean environment.
+
+The clean-venv test stands in for `bentoml containerize` + `docker run`, which need a
+Docker engine (tests/bento_env.py says how).
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
 import yaml
-from helpers import free_port, running_server
+from bento_env import import_bento
+from helpers import free_port, running_server, wait_for
 from serving_models import build_iris, register_servable
+from sklearn.datasets import load_iris
 
 from vigil import artifacts
-from vigil.config import load, process_env
+from vigil.config import apply_to_process, load, process_env
 from vigil.serving.launch import PROJECT_ROOT
 from vigil.serving.source import SourceError, locate
 
 pytestmark = pytest.mark.integration
 
 
-def _bentoml(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("bentoml")), *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+def _vigil(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run([str(Path(sys.executable).with_name("vigil")), *args], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
 
 
-def test_export_then_serve_bento_without_mlflow(tmp_path):
-    home = tmp_path / "home"
-    settings = load({"VIGIL_HOME": str(home)})
-    model = build_iris(tmp_path / "src")
-    version = register_servable(settings, model.folder, "iris")
+def _registered_predictions(settings, rows: list[list[float]]) -> tuple[list[int], np.ndarray]:
+    """What the registered sklearn model itself answers: the bento must answer the same."""
+    import mlflow.sklearn
 
-    # Export in a child process: BentoML binds its home directory once per process.
-    env = process_env(settings)
-    env["BENTOML_HOME"] = str(settings.bentoml_home)
-    script = textwrap.dedent(f"""
-        from pathlib import Path
-        from vigil.config import load
-        from vigil.registry import ModelRef
-        from vigil.serving.bento import export_bento
-        print(export_bento(load(), ModelRef.parse("models:/iris@champion"), Path({str(tmp_path / "out")!r})))
-    """)
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    archive = Path(done.stdout.strip().splitlines()[-1])
-    assert archive == tmp_path / "out" / f"iris-{version}.bento" and archive.stat().st_size > 0
+    apply_to_process(settings)
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    model = mlflow.sklearn.load_model("models:/iris/1")
+    frame = pd.DataFrame(rows, columns=list(model.feature_names_in_))
+    return model.predict(frame).tolist(), model.predict_proba(frame)
 
-    # A fresh BentoML home, as on another machine: import the archive and serve it.
-    serve_env = process_env(settings)
-    serve_env |= {
-        "BENTOML_HOME": str(tmp_path / "elsewhere"),
-        "VIGIL_HOME": str(tmp_path / "elsewhere-vigil"),
-        "VIGIL_TRACKING_URI": "http://127.0.0.1:9",  # nothing listens there
-        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
-        "VIGIL_MODEL": "models:/iris@champion",
-    }
-    _bentoml(["import", str(archive)], serve_env, tmp_path)
-    # The store holds one folder per bento version plus a `latest` pointer file.
-    bento_dir = next(p for p in (tmp_path / "elsewhere" / "bentos" / "vigil-iris").iterdir() if p.is_dir())
+
+def test_exported_bento_serves_from_a_clean_environment(tmp_path):
+    """Train, convert, export through the CLI; serve the archive as `bentoml containerize`'s image would."""
+    settings = load({"VIGIL_HOME": str(tmp_path / "build")})
+    env = process_env(settings) | {"BENTOML_HOME": str(tmp_path / "build-bentoml")}
+    _vigil(["train", "--dataset", "iris"], env)
+    _vigil(["convert", "iris", "--version", "1"], env)
+    out = _vigil(["export", "iris", "--version", "1", "--out", str(tmp_path / "out")], env)
+    archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])
+    assert archive == tmp_path / "out" / "iris-1.bento"
+
+    bento = import_bento(archive, tmp_path / "elsewhere" / "bentoml")
+    bento_dir = tmp_path / "elsewhere" / "bentoml" / "bentos" / Path(bento.tag.replace(":", "/"))
     info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert info["service"] == "service:Vigil"
-    assert info["labels"]["registry_name"] == "iris" and info["labels"]["registry_version"] == version
+    assert info["labels"]["registry_name"] == "iris" and info["labels"]["registry_version"] == "1"
     assert info["services"][0]["models"][0]["tag"].startswith("vigil-iris:")
-
-    # `bentoml containerize` needs Docker; check the generated Dockerfile instead.
+    # `bentoml containerize` needs a Docker engine; check what it would build from.
     dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
     assert 'ENTRYPOINT [ "/home/bentoml/bento/env/docker/entrypoint.sh" ]' in dockerfile
     assert "ENV VIGIL_HOST=" in dockerfile
     assert "bentoml serve" in (bento_dir / "env" / "docker" / "entrypoint.sh").read_text()
-    requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
-    assert "onnxruntime==1.32.0" in requirements
+    assert "onnxruntime==1.32.0" in (bento_dir / "env" / "python" / "requirements.txt").read_text()
+    # The clean venv really is clean: no Vigil checkout, no editable install.
+    probe = subprocess.run([str(bento.bin / "python"), "-c", "import vigil"], env=bento.env(), cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'vigil'" in probe.stderr
 
-    port = free_port()
-    argv = [str(Path(sys.executable).with_name("bentoml")), "serve", "vigil-iris:latest", "--port", str(port),
-            "--host", "127.0.0.1"]
+    monitor_port, port, grpc_port = free_port(), free_port(), free_port()
+    monitor_url = f"http://127.0.0.1:{monitor_port}"
+    # The monitor reads the version's reference from the registry the model was trained in.
+    monitor_env = process_env(settings) | {"VIGIL_MONITOR_WINDOW_SECONDS": "2"}
+    serve_env = bento.env(
+        VIGIL_HOME=str(tmp_path / "elsewhere" / "vigil"), VIGIL_GRPC_PORT=str(grpc_port),
+        VIGIL_MONITOR_URL=monitor_url, VIGIL_MONITOR_WINDOW_SECONDS="2",
+        # MLflow out of reach: the bento serves the model packed into it.
+        VIGIL_TRACKING_URI="http://127.0.0.1:9", MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+    )
+    rows = load_iris().data[::10].tolist()
+    labels, probabilities = _registered_predictions(settings, rows)
     base = f"http://127.0.0.1:{port}"
-    with running_server(argv, serve_env, f"{base}/readyz", timeout=90, cwd=tmp_path):
-        answer = requests.post(f"{base}/predict", json={"instances": model.rows}, timeout=5).json()
+    with running_server([sys.executable, "-m", "monitor", "--port", str(monitor_port)], monitor_env,
+                        f"{monitor_url}/healthz", timeout=60, log_path=tmp_path / "monitor.log"), \
+         running_server(bento.serve_argv(port), serve_env, f"{base}/readyz", timeout=120,
+                        cwd=tmp_path / "elsewhere", log_path=tmp_path / "bento.log"):
+        answer = requests.post(f"{base}/predict", json={"instances": rows}, timeout=5).json()
         meta = requests.get(f"{base}/metadata", timeout=5).json()
-    assert answer["predictions"] == model.labels
-    assert meta["model"]["source"] == "bento"
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            tensor = grpcclient.InferInput("X", [len(rows), 4], "FP64")
+            tensor.set_data_from_numpy(np.asarray(rows, dtype=np.float64))
+            grpc_labels = client.infer("iris", [tensor]).as_numpy("label").tolist()
+        served = 2 * len(rows)
+        wait_for(lambda: _rows_ingested(monitor_url) == served, 30, f"the monitor ingesting all {served} rows")
+    assert answer["predictions"] == labels and grpc_labels == labels
+    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-6)
+    assert answer["model"] == {"name": "iris", "version": "1"} and meta["model"]["source"] == "bento"
+
+
+def _rows_ingested(monitor_url: str) -> int:
+    status = requests.get(f"{monitor_url}/v1/status", timeout=5).json()
+    return sum(v["rows_ingested"] for v in status["versions"] if v["model"] == "iris")
 
 
 def test_unservable_version_is_refused_with_reason(tmp_path):

@@ -23,6 +23,7 @@ from vigil.serving.launch import PROJECT_ROOT
 from vigil.serving.source import download
 
 BENTOFILE = PROJECT_ROOT / "bentofile.yaml"
+CONSTRAINTS = PROJECT_ROOT / "constraints.txt"
 PACKED_FILES = (artifacts.ONNX_FILE, artifacts.SCHEMA_FILE, artifacts.PARITY_FILE)
 
 
@@ -71,6 +72,11 @@ def export_bento(settings: Settings, ref: ModelRef, out_dir: Path) -> Path:
     import bentoml
 
     model_tag = pack_model(folder, ref.name, version, schema)
+    # BentoML locks the bento's requirements with `uv pip compile`, which would otherwise pick
+    # the newest release of every dependency: constrain it to the versions the tests ran with.
+    previous = os.environ.get("UV_CONSTRAINT")
+    if CONSTRAINTS.is_file():
+        os.environ["UV_CONSTRAINT"] = str(CONSTRAINTS)
     try:
         bento = bentoml.bentos.build_bentofile(
             str(BENTOFILE),
@@ -81,6 +87,11 @@ def export_bento(settings: Settings, ref: ModelRef, out_dir: Path) -> Path:
         )
     except bentoml.exceptions.BentoMLException as exc:
         raise ExportError(f"building the bento failed: {exc}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("UV_CONSTRAINT", None)
+        else:
+            os.environ["UV_CONSTRAINT"] = previous
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{ref.name}-{version}.bento"
