@@ -36,25 +36,26 @@ demo: install
 test: install system-deps
 	$(BIN)/python -m pytest
 
-# The comparison of issue 8 (15 s per server and concurrency, then the 200,000-request
-# memory check and the 256-client overload check): ~12 minutes; writes BENCHMARKS.md + benchmarks.png.
+# Vigil against its peers, side by side (15 s per server and concurrency), then the
+# 200,000-request memory check and the 256-client overload check: ~12 minutes; writes
+# BENCHMARKS.md + benchmarks.png.
 bench: install system-deps
 	$(BIN)/vigil bench --memory --overload $(BENCH_ARGS)
 
-# The soak of issue 7: measure the burst maximum of the HTTP + gRPC mix, climb 30-s steps to the
+# The soak: measure the burst maximum of the HTTP + gRPC mix, climb 30-s steps to the
 # sustained maximum (serving + monitoring keeping up), then 1 min warm-up + 10 min at 80 % of
 # it; worker RSS, p99 per 10 s, errors, monitor lag. Exit 1 on a missed floor.
 # Writes the Soak section of BENCHMARKS.md + soak.png. SOAK_ARGS e.g. "--minutes 2".
 soak: install system-deps
 	$(BIN)/vigil soak $(SOAK_ARGS)
 
-# The long fuzz of issue 7: the suite's seeded run (tests/test_fuzz.py) with FUZZ_CASES
+# The long fuzz: the suite's seeded run (tests/test_fuzz.py) with FUZZ_CASES
 # cases in total across routes instead of ~600. Zero 5xx, zero crashed workers, or it fails.
 FUZZ_CASES ?= 12000
 fuzz: install
 	FUZZ_CASES=$(FUZZ_CASES) $(BIN)/python -m pytest tests/test_fuzz.py -s -p no:cacheprovider --timeout=3600
 
-# The fault matrix of issue 7 (also part of `make test`); -s prints each fault's figures.
+# The fault matrix alone (also part of `make test`); -s prints each fault's figures.
 faults: install system-deps
 	$(BIN)/python -m pytest tests/test_faults.py -s -p no:cacheprovider
 

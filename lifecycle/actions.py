@@ -1,4 +1,4 @@
-"""What a retraining trigger does: a local job or a webhook, plus Alertmanager's entry point.
+"""What a retraining trigger does: a local job or a webhook.
 
 VIGIL_RETRAIN_ACTION=local runs `retrain` in a background thread of the caller (one
 at a time per model: the lock in lifecycle/retrain.py). VIGIL_RETRAIN_ACTION=webhook
@@ -6,6 +6,7 @@ POSTs to VIGIL_RETRAIN_WEBHOOK_URL with the secret in VIGIL_RETRAIN_WEBHOOK_HEAD
 (verbatim, e.g. "Bearer ghp_..." for GitHub, or a Jenkins "user:token" basic value):
 either Vigil's own JSON (style "generic", for Jenkins' generic webhook trigger) or a
 GitHub `workflow_dispatch` body (style "github": {"ref": ..., "inputs": {...}}).
+Alertmanager's payloads are read in lifecycle/alerts.py.
 """
 
 from __future__ import annotations
@@ -21,19 +22,6 @@ from vigil.config import Settings
 
 log = logging.getLogger("vigil.lifecycle")
 WEBHOOK_TIMEOUT_S = 10.0
-
-# Alert names (deploy/prometheus/rules) and the `vigil_action` label that maps any alert to an action.
-ALERT_ACTIONS = {"VigilDatasetDrift": "retrain", "VigilQualityDrop": "rollback-check"}
-# Other alerts of these categories (feature/prediction/concept drift) run the same checks:
-# the policies, not the alert, decide whether anything moves.
-CATEGORY_ACTIONS = {"drift": "retrain", "quality": "rollback-check"}
-
-
-def alert_action(labels: dict[str, Any]) -> str:
-    """The action an alert asks for: its `vigil_action` label, its name, else its `category` ("" = none)."""
-    return (labels.get("vigil_action") or ALERT_ACTIONS.get(labels.get("alertname", ""))
-            or CATEGORY_ACTIONS.get(labels.get("category", ""), ""))
-
 
 @dataclass
 class Action:
@@ -112,39 +100,3 @@ def _local(settings: Settings, model: str, evidence: dict[str, Any], wait: bool)
         return Action("retrain", model, outcome.get("error", f"registered v{outcome.get('version')}"),
                       ok="error" not in outcome, data=outcome)
     return Action("retrain", model, "local retraining started", data=outcome)
-
-
-def _alert_labels(alert: Any, i: int) -> dict[str, str]:
-    """An alert's labels, checked: Alertmanager sends objects whose label values are strings
-    (found by fuzzing: anything else used to end in a 500 from a bare AttributeError)."""
-    labels = alert.get("labels", {}) if isinstance(alert, dict) else None
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise LifecycleError(f"alerts[{i}] must be an object whose 'labels' is an object of strings")
-    return labels
-
-
-def handle_alert(settings: Settings, payload: dict[str, Any]) -> list[Action]:
-    """Act on an Alertmanager webhook payload: drift alerts retrain, quality alerts check rollback.
-
-    Only firing alerts with a `model` label act; `vigil_action` (retrain |
-    rollback-check) overrides the mapping by alert name, then by `category`. Debounce, cooldown and the
-    retraining lock apply exactly as for the polling worker.
-    """
-    from lifecycle.worker import check_model
-
-    if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
-        raise LifecycleError("not an Alertmanager payload: expected an object with an 'alerts' list")
-    actions: list[Action] = []
-    wanted: dict[tuple[str, str], dict[str, Any]] = {}
-    for i, alert in enumerate(payload["alerts"]):
-        labels = _alert_labels(alert, i)
-        model = labels.get("model", "")
-        kind = alert_action(labels)
-        if alert.get("status", payload.get("status")) != "firing" or not model or kind not in ALERT_ACTIONS.values():
-            actions.append(Action("ignored", model, f"alert {labels.get('alertname', '?')}: nothing to do"))
-            continue
-        wanted.setdefault((kind, model), labels)  # one action per model and kind, however many alerts
-    for (kind, model), labels in wanted.items():
-        actions.extend(check_model(settings, model, retrain_check=kind == "retrain",
-                                   rollback_check=kind == "rollback-check", source=f"alert {labels.get('alertname')}"))
-    return actions

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from vigil.paths import PROJECT_ROOT
+
 from loadtest.checks import memory_check, overload_check, worker_rss_mb
 from loadtest.grpc_load import run_grpc_load
 from loadtest.report import BenchReport, Row, add_ratios, plot, render, write_markdown
@@ -29,7 +31,7 @@ from vigil.procs import free_port, running
 
 __all__ = ["Row", "add_ratios", "main", "run_bench"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT  # BENCHMARKS.md and benchmarks.png live here
 SERVER_CPU, LOAD_CPU = 0, 1
 # The overload run's queue bound: below the 256 clients, so shedding must show.
 OVERLOAD_QUEUE_ROWS = 64

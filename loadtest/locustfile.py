@@ -170,7 +170,7 @@ class GrpcUser(User):
         )
 
     def _inputs(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """Tensors in the service's OIP convention (vigil/serving/oip_model.py).
+        """Tensors in the service's OIP convention (serving/oip/model.py).
 
         All-numeric models: one FP32 [rows, n_features] input in feature order, named like
         the single ONNX input. Models with string features: one [rows, 1] input per

@@ -101,7 +101,7 @@ def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Ca
     profiled, streamed and logged). `grpc`: also serve OIP gRPC (always on for vigil-grpc).
     """
     from loadtest.grpc_load import infer_request
-    from vigil.serving.launch import serve_command
+    from serving.launch import serve_command
 
     port = free_port()
     grpc_port = free_port() if grpc or name == VIGIL_GRPC else 0  # 0: HTTP-only runs bind no gRPC port
@@ -119,13 +119,12 @@ def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Ca
 def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[[], int],
                      grpc: bool = False) -> Server:
     """Vigil streaming every batch's profile to a real monitor process (started first); `grpc` as in vigil_server."""
-    from vigil.serving.launch import settings_env
 
     monitor_port = free_port()
     monitor_url = f"http://127.0.0.1:{monitor_port}"
     settings = config.replace(settings, monitor_url=monitor_url, monitor_port=monitor_port)
     monitor = Companion("monitor", [sys.executable, "-m", "monitor", "--port", str(monitor_port)],
-                        {**config.process_env(settings), **settings_env(settings)}, f"{monitor_url}/healthz")
+                        {**config.process_env(settings), **config.to_env(settings)}, f"{monitor_url}/healthz")
     server = vigil_server(settings, model, VIGIL_MONITORED, free_port, grpc=grpc, profile_stream=True,
                           prediction_log="")
     server.companions.append(monitor)

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 _MB = 2**20
 WORKER_MARK = "_bentoml_impl.worker"  # BentoML 1.4's worker entry point
-AGENT_MARK = "multiprocessing.spawn"  # the profile agent: spawned by the worker (profile_agent.py)
+AGENT_MARK = "multiprocessing.spawn"  # the profile agent: spawned by the worker (serving/producer/agent.py)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The worker (lifecycle.worker) polls this very monitor over loopback HTTP, the same
 way it would poll a remote one, so there is one code path whether it runs here or
 as a separate job. `POST /v1/actions/alert` hands Alertmanager payloads to
-lifecycle.actions.handle_alert. monitor/ may import lifecycle; never the reverse.
+lifecycle.alerts.handle_alert. monitor/ may import lifecycle; never the reverse.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from vigil.asgi import BodyTooLarge, Disconnected, read_body
 from vigil.config import Settings, replace
 
 log = logging.getLogger("vigil.monitor.lifecycle")
@@ -60,12 +61,16 @@ def alert_endpoint(settings: Settings) -> Any:
     """The Starlette endpoint for POST /v1/actions/alert."""
     import orjson
 
-    from lifecycle.actions import handle_alert
+    from lifecycle.alerts import handle_alert
     from lifecycle.errors import LifecycleError
 
     async def endpoint(request: Request) -> Response:
         try:
-            payload = orjson.loads(await request.body())
+            payload = orjson.loads(await read_body(request.scope, request.receive, settings.monitor_max_body_bytes))
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)
+        except Disconnected:
+            return JSONResponse({"error": "the request body was cut short"}, status_code=400)
         except orjson.JSONDecodeError as exc:
             return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
         try:

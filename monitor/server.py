@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from monitor.state import Monitor
 from monitor.wire import WireError
+from vigil.asgi import BodyTooLarge, Disconnected, read_body
 from vigil.auth import UNAUTHORIZED, BearerGate, api_token
 from vigil.config import Settings, apply_to_process
 
@@ -39,17 +40,11 @@ class _JSON(JSONResponse):
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise WireError(413, "too_large", f"body of {declared} bytes exceeds the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise WireError(413, "too_large", f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body (vigil/asgi.py), refused with 413 as soon as it passes `limit` bytes."""
+    try:
+        return await read_body(request.scope, request.receive, limit)
+    except BodyTooLarge as exc:
+        raise WireError(413, "too_large", str(exc)) from None
 
 
 def create_app(settings: Settings, monitor: Monitor | None = None, port: int | None = None) -> Starlette:
@@ -75,6 +70,8 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
             try:
                 body = await _body(request, settings.monitor_max_body_bytes)
                 return _JSON(await run_in_threadpool(handler, body))
+            except Disconnected:  # the sender went away mid-body: a producer resends
+                return Response(status_code=400)
             except WireError as exc:
                 if exc.reason == "too_large":
                     mon.rejected[exc.reason] += 1

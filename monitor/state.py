@@ -81,7 +81,7 @@ class Monitor:
     def _profile_of(self, msg: ProfileMessage) -> Any:
         try:
             view = deserialize(msg.profile) if msg.profile else None
-        except ValueError as exc:  # found by fuzzing: garbage base64 used to be a 500
+        except ValueError as exc:  # not a whylogs profile: the sender's error, a 400
             raise WireError(400, "malformed", f"profile: {exc}") from None
         if view is None:
             raise WireError(400, "malformed", "profile is empty")

@@ -97,7 +97,7 @@ def parse(body: bytes) -> ProfileMessage:
         raise WireError(400, "malformed", "profile is not valid base64") from None
     scores = data.get("scores")
     classes = data.get("classes") or []
-    # found by fuzzing: a non-list `classes` or non-numeric scores used to end in a 500
+    # anything but a list of scalars (classes) or of numbers (scores) is the sender's error, a 400
     if not isinstance(classes, list) or not all(_is_scalar(c) for c in classes):
         raise WireError(400, "malformed", "field 'classes' must be a list of JSON scalars")
     if scores is not None:
@@ -172,8 +172,3 @@ def parse_label_records(body: bytes) -> list[LabelRecord]:
             raise WireError(400, "malformed", f"labels[{i}].label must be a string or a finite number")
         records.append(LabelRecord(str(item["request_id"]), label, _outcome(item, i), _value(item, i)))
     return records
-
-
-def parse_labels(body: bytes) -> list[tuple[str, Any]]:
-    """`[{"request_id", "label"}, ...]` (or `{"labels": [...]}`) as (id, label) pairs."""
-    return [(r.request_id, r.label) for r in parse_label_records(body)]

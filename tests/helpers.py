@@ -50,3 +50,19 @@ def wait_for(predicate, timeout: float, what: str) -> float:
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def clone_home(settings, dest: Path, **changes):
+    """A copy of `settings.home` (registry database and all) under `dest`, as Settings pointing at it.
+
+    Module fixtures build a registry once (training is slow); each test then works on its
+    own copy, so tests neither see nor depend on what the others did to the registry.
+    Artifacts stay where the original experiment put them (read and appended, never
+    rewritten), so only the database state is per test.
+    """
+    import shutil
+
+    from vigil.config import replace
+
+    shutil.copytree(settings.home, dest, symlinks=True)
+    return replace(settings, home=dest.resolve(), **changes)

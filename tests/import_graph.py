@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from vigil.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 # Folders that hold no importable project code.
 NOT_CODE = {"tests", "deploy", "bentos", "build", "dist"}
 
@@ -83,7 +85,10 @@ def imports_of(name: str) -> Imports:
         while target and module_file(target) is None:  # `from pkg import name`: name is not a module
             target = target.rpartition(".")[0]
         parts = target.split(".")
-        out.project.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # importing runs the parents
+        # Importing a module runs its parent packages too, except the importer's own
+        # ancestors, which are already running when it is imported.
+        ancestors = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
+        out.project.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if p not in ancestors)
     out.project.discard(name)
     return out
 

@@ -28,10 +28,12 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from vigil import auth
 from vigil.config import load, process_env, replace
-from vigil.procs import PROJECT_ROOT, free_port, stop_process_group, wait_ready
-from vigil.serving.errors import Unauthorized
-from vigil.serving.launch import serve_command, settings_env
-from vigil.serving.reload import authorize_webhook
+from vigil.procs import free_port, stop_process_group, wait_ready
+from vigil.paths import PROJECT_ROOT
+from serving.errors import Unauthorized
+from serving.launch import serve_command
+from vigil.config import to_env
+from serving.swap.reload import authorize_webhook
 
 API_TOKEN = "api-3f9c2e1d7b"
 PREDICT_TOKEN = "predict-8a6d4c"
@@ -54,7 +56,7 @@ def test_tokens_from_env_or_file_are_stripped_and_the_file_secret_stays_out_of_c
     assert auth.api_token(settings) == API_TOKEN and auth.predict_token(settings) == PREDICT_TOKEN
     assert auth.auth_headers(settings) == {"authorization": f"Bearer {API_TOKEN}"}
     # The child server gets the file's path, never the secret read from it; repr hides tokens.
-    env = settings_env(settings)
+    env = to_env(settings)
     assert env["VIGIL_API_TOKEN_FILE"] == str(secret) and "VIGIL_API_TOKEN" not in env
     assert API_TOKEN not in str(env) and API_TOKEN not in repr(settings) and PREDICT_TOKEN not in repr(settings)
     # ...and the child's load() of that environment resolves the same tokens.
@@ -142,7 +144,7 @@ def test_alertmanager_sends_the_api_token_and_kubernetes_mounts_it_as_a_file() -
 def test_openapi_declares_the_token_on_protected_routes_only() -> None:
     from monitor.openapi import monitor_openapi
     from monitor.server import OPEN_PATHS
-    from vigil.serving.openapi import service_openapi
+    from serving.http.openapi import service_openapi
 
     spec = monitor_openapi()
     assert spec["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
@@ -205,7 +207,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     open_ = load({**common, "VIGIL_HOME": str(root / "open"), "VIGIL_GRPC_PORT": "0", "VIGIL_PROFILE_STREAM": "0"})
     procs = []
     try:
-        mon_env = {**process_env(mon_settings), **settings_env(mon_settings)}
+        mon_env = {**process_env(mon_settings), **to_env(mon_settings)}
         procs.append((_start([sys.executable, "-m", "monitor", "--port", str(mon_port)], mon_env, root / "monitor.log"),
                       f"{monitor}/healthz", root / "monitor.log"))
         for settings, serve_port, name in ((guarded, port, "guarded"), (open_, open_port, "open")):
@@ -346,7 +348,8 @@ def test_the_service_delivers_profiles_to_the_guarded_monitor(stack) -> None:
 def test_a_wrong_api_token_spools_profiles_instead_of_dropping_them(stack) -> None:
     from prometheus_client import CollectorRegistry
 
-    from vigil.serving.profile_stream import ProfileStreamer, ServedBatch
+    from serving.producer.stream import ProfileStreamer
+    from vigil.served_batch import ServedBatch
 
     model = stack["model"]
     rows = np.asarray(model.rows, dtype=float)

@@ -22,9 +22,9 @@ from serving_models import build_iris, register_servable
 from sklearn.datasets import load_iris
 
 from vigil import artifacts
-from vigil.config import apply_to_process, load, process_env
-from vigil.serving.launch import PROJECT_ROOT
-from vigil.serving.source import SourceError, locate
+from vigil.config import load, process_env
+from vigil.paths import PROJECT_ROOT
+from serving.source import SourceError, locate
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,9 @@ def _registered_predictions(settings, rows: list[list[float]]) -> tuple[list[int
     """What the registered sklearn model itself answers: the bento must answer the same."""
     import mlflow.sklearn
 
-    apply_to_process(settings)
-    mlflow.set_tracking_uri(settings.mlflow_uri)
+    from vigil.registry import connect
+
+    connect(settings)  # this test's registry, whatever an earlier test pointed MLflow at
     model = mlflow.sklearn.load_model("models:/iris/1")
     frame = pd.DataFrame(rows, columns=list(model.feature_names_in_))
     return model.predict(frame).tolist(), model.predict_proba(frame)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from vigil.cli import build_parser, main
+from cli.main import build_parser, main
 
 SUBCOMMANDS = ["config", "train", "convert", "serve", "export", "monitor", "report", "loadtest", "demo",
                "versions", "promote", "demote", "archive", "rollback", "retrain"]
@@ -37,7 +37,7 @@ def test_convert_needs_a_version_or_an_alias(capsys: pytest.CaptureFixture[str])
 
 def test_a_bad_setting_is_one_line_on_stderr_not_a_traceback() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "vigil.cli", "config"],
+        [sys.executable, "-m", "cli.main", "config"],
         env={"VIGIL_PORT": "http", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -46,3 +46,39 @@ def test_process_env_turns_telemetry_off_and_keeps_user_choices(tmp_path: Path) 
     assert env["DO_NOT_TRACK"] == "0"  # the user's own setting is kept
     assert env["BENTOML_HOME"] == str(tmp_path.resolve() / "bentoml")
     assert env["VIGIL_HOME"] == str(tmp_path.resolve())
+
+
+def _other_value(field, kind) -> str | None:
+    """A valid value different from the field's default, as its VIGIL_* string (None: needs a real file)."""
+    meta, default = field.metadata, field.default
+    if meta["kind"] in ("pem", "file"):
+        return None
+    if kind is bool:
+        return "0" if default else "1"
+    if kind in (int, float):
+        return str(default + 2)
+    if meta["choices"]:
+        return next(c for c in meta["choices"] if c != default)
+    if kind is Path:
+        return "/tmp/vigil-elsewhere"
+    return f"other-{field.name}"
+
+
+def test_every_declared_setting_is_read_from_its_variable_and_written_back() -> None:
+    """No setting can keep its default silently: each one follows its VIGIL_* variable, and to_env inverts load."""
+    import dataclasses
+    from typing import get_type_hints
+
+    types = get_type_hints(config.Settings)
+    env = {}
+    for field in dataclasses.fields(config.Settings):
+        value = _other_value(field, types[field.name])
+        if value is not None:
+            env[config.env_name(field.name)] = value
+    settings = config.load(env)
+    for field in dataclasses.fields(config.Settings):
+        name = config.env_name(field.name)
+        if name in env:
+            assert getattr(settings, field.name) != field.default, f"{name} did not change {field.name}"
+    assert config.load(config.to_env(settings)) == settings
+    assert len(env) > 50

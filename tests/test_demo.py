@@ -1,20 +1,36 @@
 """`vigil demo` end to end in a fresh VIGIL_HOME: the story's key lines, in order, and exit code 0.
 
-Also the demo's KPI lines (vigil/demo_log.py) on hand-made monitor samples: the monitor's
+Also the demo's KPI lines (demo/kpis.py) on hand-made monitor samples: the monitor's
 champion_diff when it names the served version, else the same difference from the totals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from vigil.config import load, process_env
-from vigil.demo_log import kpi_lines
+from demo.kpis import kpi_lines
+
+def _stop_with_children(proc: subprocess.Popen) -> int:
+    """SIGTERM the demo (it stops what it started), then kill whatever of its tree is left; returns that count."""
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=30)
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    proc.kill()
+    return len(alive)
+
 
 STORY = [
     "vigil train --dataset iris",
@@ -50,9 +66,14 @@ def test_vigil_demo_tells_the_whole_loop(tmp_path: Path) -> None:
     env = process_env(load({"VIGIL_HOME": str(tmp_path / "home")}))
     env["VIGIL_HOME"] = str(tmp_path / "home")
     vigil = str(Path(sys.executable).with_name("vigil"))
-    done = subprocess.run([vigil, "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=280)
-    out = done.stdout
-    assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
+    demo = subprocess.Popen([vigil, "demo"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = demo.communicate(timeout=280)
+    except subprocess.TimeoutExpired:
+        left = _stop_with_children(demo)
+        pytest.fail(f"the demo did not finish within 280 s; after SIGTERM {left} of its processes were still running")
+    assert demo.returncode == 0, out[-4000:] + err[-4000:]
     at = 0
     for line in STORY:  # in this order
         found = out.find(line, at)
@@ -98,3 +119,25 @@ def test_kpi_lines_prefer_the_monitors_diff_and_fall_back_to_totals() -> None:
     assert stale[2] == "champion v2 vs previous v1: outcome rate +15.0 pts, value mean +4.50 (from the per-version totals)"
     assert kpi_lines(_samples("2"), "iris", "9") == ["v9: no labels with outcome/value joined yet"]
     assert kpi_lines(_samples("3"), "iris", "3")[1].endswith("value mean -")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(200)
+def test_a_stopped_demo_leaves_no_process_behind(tmp_path: Path) -> None:
+    """SIGTERM once the demo serves: the service, the monitor and Prometheus it started stop with it."""
+    env = process_env(load({"VIGIL_HOME": str(tmp_path / "home")}))
+    env["VIGIL_HOME"] = str(tmp_path / "home")
+    demo = subprocess.Popen([str(Path(sys.executable).with_name("vigil")), "demo"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in demo.stdout:  # type: ignore[union-attr]
+            if "serving iris v1" in line:
+                break
+        tree = psutil.Process(demo.pid).children(recursive=True)
+        assert len(tree) >= 3, [p.name() for p in tree]  # service (+ workers), monitor, prometheus
+        demo.terminate()
+        assert demo.wait(60) != 0
+        _, alive = psutil.wait_procs(tree, timeout=20)
+        assert not alive, f"still running after the demo stopped: {[p.cmdline()[:3] for p in alive]}"
+    finally:
+        _stop_with_children(demo) if demo.poll() is None else None

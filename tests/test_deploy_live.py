@@ -24,7 +24,8 @@ from vigil import artifacts
 from vigil.config import load, process_env
 from vigil.procs import free_port, running
 from vigil.registry import connect
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 DEPLOY = PROJECT_ROOT / "deploy"

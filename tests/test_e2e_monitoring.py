@@ -125,7 +125,7 @@ def _train_and_convert(settings: Settings, **kwargs) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
-    from vigil.serving.launch import serve_command
+    from serving.launch import serve_command
 
     home = tmp_path_factory.mktemp("e2e-monitoring")
     monitor_port = free_port()

@@ -9,11 +9,12 @@ import pytest
 
 from vigil.config import load
 from vigil.schema import Feature, OnnxInput, ServingSchema
-from vigil.serving.batcher import Batcher
-from vigil.serving.model import Prediction
-from vigil.serving.monitoring import feature_columns
-from vigil.serving.profile_coalesce import coalesce
-from vigil.serving.profile_stream import ServedBatch, profile_frame, widen_float32
+from serving.batcher import Batcher
+from serving.model import Prediction
+from serving.producer.feed import feature_columns
+from serving.producer.coalesce import coalesce
+from serving.producer.message import profile_frame
+from vigil.served_batch import ServedBatch, widen_float32
 
 
 def test_feature_columns_follow_the_schema_across_onnx_inputs() -> None:
@@ -43,25 +44,30 @@ def test_coalesce_merges_per_model_and_window_keeping_row_order() -> None:
     batches = [_batch(120.1, ["a", "b"]), _batch(120.5, ["c"]), _batch(120.6, ["z"], model="other"),
                _batch(180.0, ["d"])]  # the next 60 s window
     merged = coalesce(batches, 60)
-    assert [(m.model_name, list(m.request_ids)) for m in merged] == [("m", ["a", "b", "c"]), ("other", ["z"]), ("m", ["d"])]
+    assert [(m.model, list(m.request_ids)) for m in merged] == [("m", ["a", "b", "c"]), ("other", ["z"]), ("m", ["d"])]
     first = merged[0]
-    assert first.timestamp == 120.1 and first.features["a"].tolist() == [0, 1, 0] and first.scores.shape == (3, 2)
+    assert first.timestamp == 120.1 and first.columns["a"].tolist() == [0, 1, 0] and first.scores.shape == (3, 2)
 
 
 def test_batcher_reports_each_batch_once_with_its_ids() -> None:
     seen: list[tuple[int, list[str]]] = []
 
-    def infer(inputs: dict[str, np.ndarray]) -> Prediction:
-        rows = len(inputs["X"])
-        return Prediction(np.arange(rows), None)
+    class Counting:
+        executor = None
+
+        def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
+            return Prediction(np.arange(len(inputs["X"])), None)
+
+    model = Counting()
 
     async def run() -> list[Prediction]:
-        batcher = Batcher(infer, max_batch_size=64, max_latency_s=0.01, max_queue_rows=100,
-                          on_batch=lambda inputs, pred, ids: seen.append((len(inputs["X"]), list(ids))))
+        batcher = Batcher(max_batch_size=64, max_latency_s=0.01, max_queue_rows=100,
+                          on_batch=lambda inputs, pred, ids, _: seen.append((len(inputs["X"]), list(ids))))
         batcher.start()
         one = np.ones((2, 1))
-        results = await asyncio.gather(batcher.submit({"X": one}, 2, ["r1", "r2"]), batcher.submit({"X": one}, 2, ["r3", "r4"]))
-        await batcher.submit({"X": one[:1]}, 1)  # no ids (the warm-up): never reported
+        results = await asyncio.gather(batcher.submit({"X": one}, 2, ["r1", "r2"], model),
+                                       batcher.submit({"X": one}, 2, ["r3", "r4"], model))
+        await batcher.submit({"X": one[:1]}, 1, None, model)  # no ids (the warm-up): never reported
         await batcher.stop()
         return results
 

@@ -29,7 +29,8 @@ from helpers import metric as _metric, wait_for as _wait_for
 
 from vigil.config import Settings, load, process_env, replace
 from vigil.procs import free_port, running, stop_process_group
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
@@ -321,9 +322,9 @@ def test_corrupt_schema_on_new_version_keeps_the_old_one_serving(world: Settings
     from serving_models import build_iris, register_servable
 
     from vigil.registry import ModelRef
-    from vigil.serving.bundle import load_bundle
-    from vigil.serving.reload import Reloader
-    from vigil.serving.source import locate
+    from serving.bundle import load_bundle
+    from serving.swap.reload import Reloader
+    from serving.source import locate
 
     settings = replace(world, model="models:/iris@champion")
     current = load_bundle(settings, locate(settings))

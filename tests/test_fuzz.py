@@ -30,7 +30,8 @@ from schemathesis import GenerationMode
 from serving_models import IRIS_FEATURES, build_iris
 
 from vigil.config import load, process_env
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

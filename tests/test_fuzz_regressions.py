@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from monitor.openapi import monitor_openapi
 from monitor.server import create_app
 from vigil.config import load
-from vigil.serving.openapi import service_openapi
+from serving.http.openapi import service_openapi
 
 _PROFILE = {"v": 1, "batch_id": "b1", "model": "iris", "version": "1", "task": "classification",
             "timestamp": 1.0, "rows": 1, "profile": base64.b64encode(b"not a profile").decode(),

@@ -21,10 +21,11 @@ from serving_models import build_iris, register_servable
 from vigil.config import Settings, load, replace
 from vigil.procs import free_port, running
 from vigil.registry import ModelRef, connect
-from vigil.serving.batcher import Batcher
-from vigil.serving.launch import PROJECT_ROOT, serve_command
-from vigil.serving.model import Prediction
-from vigil.serving.reload import Reloader, Unauthorized, read_webhook, verify_signature
+from serving.batcher import Batcher
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
+from serving.model import Prediction
+from serving.swap.reload import Reloader, Unauthorized, read_webhook, verify_signature
 
 ROW = {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
 ALIAS_EVENT = {"entity": "model_version_alias", "action": "created"}
@@ -286,14 +287,13 @@ def test_batches_never_mix_models_and_report_the_serving_model() -> None:
     reported: list[tuple[object, int]] = []
 
     async def body() -> list[Prediction]:
-        batcher = Batcher(lambda inputs: pytest.fail("every item carries its model"), max_batch_size=64,
-                          max_latency_s=0.005, max_queue_rows=100,
+        batcher = Batcher(max_batch_size=64, max_latency_s=0.005, max_queue_rows=100,
                           on_batch=lambda inputs, pred, ids, model: reported.append((model, len(ids))))
         batcher.start()
         try:
             models = [old, old, new, old, new, new]  # a swap racing queued requests
             return await asyncio.gather(*(
-                batcher.submit({"X": np.array([[float(i)]])}, 1, [f"r{i}"], model=m) for i, m in enumerate(models)
+                batcher.submit({"X": np.array([[float(i)]])}, 1, [f"r{i}"], m) for i, m in enumerate(models)
             ))
         finally:
             await batcher.stop()
@@ -306,17 +306,19 @@ def test_batches_never_mix_models_and_report_the_serving_model() -> None:
 
 
 def test_profiles_carry_the_version_that_served_the_batch(tmp_path: Path) -> None:
-    from vigil.serving.bundle import load_bundle
-    from vigil.serving.monitoring import BatchFeed
-    from vigil.serving.source import ModelFolder
+    from serving.bundle import load_bundle
+    from serving.producer.feed import BatchFeed
+    from serving.source import ModelFolder
 
     settings = load({"VIGIL_HOME": str(tmp_path)})
     built = build_iris(tmp_path / "iris", version="1")
     bundle = load_bundle(settings, ModelFolder(built.folder, "models:/iris/7", "7"))
-    feed = BatchFeed(settings, built.schema)
+    feed = BatchFeed(settings)
     sent: list = []
     feed.agent = SimpleNamespace(submit=sent.append)  # the agent process is not under test here
     inputs = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
     feed(inputs, bundle.predict(inputs), ["a"], bundle)
-    feed(inputs, bundle.predict(inputs), ["b"])
+    # a folder served without a registry version reports the schema's own
+    local = load_bundle(settings, ModelFolder(built.folder, str(built.folder)))
+    feed(inputs, local.predict(inputs), ["b"], local)
     assert [(b.model, b.version) for b in sent] == [("iris", "7"), ("iris", "1")]

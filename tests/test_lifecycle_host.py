@@ -10,7 +10,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from lifecycle.actions import alert_action
+from lifecycle.alerts import alert_action
 from monitor.server import create_app
 from vigil.config import load
 

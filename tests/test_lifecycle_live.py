@@ -1,6 +1,6 @@
 """The lifecycle loop against the real processes: monitor (hosting the worker), `bentoml serve`, SQLite registry.
 
-The traffic driver is the demo's (vigil/demo_loop.py: load with live labels, drift
+The traffic driver is the demo's (demo/loop.py: load with live labels, drift
 injection, a bad v3 forced); every assertion here reads the registry, the audit log,
 the monitor and the service directly.
 """
@@ -14,10 +14,10 @@ from lifecycle import stages as S
 from lifecycle.audit import read_audit
 from vigil import artifacts as A
 from vigil.config import load
-from vigil.demo import NAME, _first_champion, demo_settings
-from vigil.demo_loop import run_loop
-from vigil.demo_stack import start_stack
-from vigil.demo_traffic import load_iris_data
+from demo.story import NAME, _first_champion, demo_settings
+from demo.loop import run_loop
+from demo.stack import start_stack
+from demo.traffic import load_iris_data
 from vigil.registry import connect
 
 WINDOW = 2

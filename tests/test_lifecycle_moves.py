@@ -10,20 +10,33 @@ from lifecycle.errors import GateRefused, LifecycleError
 from lifecycle.moves import archive, champion_version, demote, promote, rollback, versions
 from lifecycle.training import train
 from vigil import artifacts as A
-from vigil.cli import main
+from cli.main import main
 from vigil.config import Settings, load, replace
 from vigil.registry import connect
+from helpers import clone_home
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """iris v1 (logreg), v2 (random forest), v3 (logreg, left unconverted)."""
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """iris v1 (logreg), v2 (random forest), v3 (logreg, left unconverted); no stages yet."""
     settings = load({"VIGIL_HOME": str(tmp_path_factory.mktemp("vigil-home")), "VIGIL_ACTOR": "alice"})
     for estimator in ("logreg", "random-forest"):
         result = train(settings, estimator=estimator, reference_rows=50)
         convert_version(settings, f"models:/iris/{result.version}", progress=False)
     train(settings, reference_rows=50)
     return settings
+
+
+@pytest.fixture
+def settings(registry: Settings, tmp_path) -> Settings:
+    """This test's own copy of the registry."""
+    return clone_home(registry, tmp_path / "home")
+
+
+def _v2_champion_after_v1(settings: Settings) -> None:
+    """v1 was the first champion, v2 replaced it (v1 archived)."""
+    promote(settings, "iris", "1", "production", reason="first champion")
+    promote(replace(settings, gate_tolerance=0.5), "iris", "2", "production", reason="forest")
 
 
 def _aliases(settings: Settings) -> dict[str, str]:
@@ -71,6 +84,7 @@ def test_round_trip_of_stages_with_history_on_the_registry(settings: Settings) -
 
 
 def test_gate_refuses_a_worse_or_unconverted_version_and_force_is_recorded(settings: Settings) -> None:
+    _v2_champion_after_v1(settings)
     client = connect(settings)
     champion = champion_version(settings, "iris")
     assert champion == "2"
@@ -91,6 +105,7 @@ def test_gate_refuses_a_worse_or_unconverted_version_and_force_is_recorded(setti
 
 
 def test_user_errors_name_the_problem(settings: Settings) -> None:
+    _v2_champion_after_v1(settings)
     with pytest.raises(LifecycleError, match="iris has no version 42"):
         promote(settings, "iris", "42", "staging")
     with pytest.raises(LifecycleError, match="no registered model named 'nope'"):
@@ -106,6 +121,8 @@ def test_user_errors_name_the_problem(settings: Settings) -> None:
 def test_cli_prints_tables_and_one_line_errors(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    _v2_champion_after_v1(settings)
+    connect(settings).set_model_version_tag("iris", "1", A.TAG_METRIC_PREFIX + "accuracy", "0.5")  # clearly worse
     monkeypatch.setenv("VIGIL_HOME", str(settings.home))
     monkeypatch.setenv("VIGIL_ACTOR", "carol")
     monkeypatch.setenv("COLUMNS", "200")

@@ -10,7 +10,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from lifecycle.actions import call_webhook, handle_alert
+from lifecycle.actions import call_webhook
+from lifecycle.alerts import handle_alert
 from lifecycle.audit import audit, read_audit
 from lifecycle.errors import LifecycleError, RetrainBusy
 from lifecycle.policy import ALERT, HOLD, RETRAIN, ROLLBACK, DriftTrigger, DriftWindow, RollbackPolicy, WindowQuality
@@ -183,7 +184,7 @@ def test_alert_payloads_are_validated_and_resolved_alerts_ignored(tmp_path: Path
 def test_pipelines_run_the_same_cli_steps_in_order(pipeline: str) -> None:
     import re
 
-    from vigil.cli import build_parser
+    from cli.main import build_parser
 
     text = (Path(__file__).resolve().parent.parent / "deploy" / "ci" / pipeline).read_text()
     steps = re.findall(r"\.venv/bin/vigil (\w+)", text)

@@ -29,6 +29,7 @@ from lifecycle.training import train
 from lifecycle.worker import check_model, run_actions
 from vigil.config import Settings, load, replace
 from vigil.registry import connect
+from helpers import clone_home
 
 WINDOW = 60
 
@@ -88,7 +89,8 @@ def recent(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, monitor_url: str, recent: Path) -> Settings:
+def registry(tmp_path_factory: pytest.TempPathFactory, monitor_url: str, recent: Path) -> Settings:
+    """iris v1, converted and in production: where every test here starts from."""
     settings = load({
         "VIGIL_HOME": str(tmp_path_factory.mktemp("vigil-home")), "VIGIL_MONITOR_URL": monitor_url,
         "VIGIL_RETRAIN_DATA": str(recent), "VIGIL_AUTO_PROMOTE": "1", "VIGIL_GATE_TOLERANCE": "0.5",
@@ -98,6 +100,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory, monitor_url: str, recent:
     convert_version(settings, f"models:/iris/{first.version}", progress=False)
     promote(settings, "iris", first.version, "production", reason="initial")
     return settings
+
+
+@pytest.fixture
+def settings(registry: Settings, tmp_path: Path) -> Settings:
+    """This test's own copy of the registry (and of its lifecycle audit and state)."""
+    return clone_home(registry, tmp_path / "home")
 
 
 def test_retrain_registers_converts_links_evidence_and_stages(settings: Settings, recent: Path) -> None:
@@ -136,33 +144,38 @@ def test_worker_retrains_once_on_persistent_drift_then_rolls_back_a_worse_champi
     acted = check_model(settings, "iris", rollback_check=False)
     assert [a.kind for a in acted] == ["retrain"] and acted[0].detail == "local retraining started"
     actions._running["iris"].join(120)
-    assert champion_version(settings, "iris") == "3"  # the gate passed and auto-promotion is on
-    # The same drift streak (now seen on v3's traffic) does not trigger a second retraining.
-    _Monitor.history["3"] = _Monitor.history["1"]
+    assert champion_version(settings, "iris") == "2"  # the gate passed and auto-promotion is on
+    # The same drift streak (now seen on v2's traffic) does not trigger a second retraining.
+    _Monitor.history["2"] = _Monitor.history["1"]
     again = check_model(settings, "iris", rollback_check=False)
     assert again[0].kind == "retrain-hold" and "already triggered" in again[0].detail
-    assert len(connect(settings).search_model_versions("name = 'iris'")) == 3
+    assert len(connect(settings).search_model_versions("name = 'iris'")) == 2
 
-    # v3's live accuracy falls far below v1's recorded one: roll back, but only after the cooldown.
-    _Monitor.history = {"1": _windows(now - 900, False, 0.96, 40), "3": _windows(now, False, 0.55, 40)}
+    # v2's live accuracy falls far below v1's recorded one: roll back, but only after the cooldown.
+    _Monitor.history = {"1": _windows(now - 900, False, 0.96, 40), "2": _windows(now, False, 0.55, 40)}
     held = check_model(settings, "iris", retrain_check=False)
     assert held[0].kind == "rollback-hold" and "cooldown" in held[0].detail
-    assert champion_version(settings, "iris") == "3"
+    assert champion_version(settings, "iris") == "2"
     rolled = check_model(settings, "iris", retrain_check=False, now=time.time() + 601)
     assert rolled[0].kind == "rollback" and champion_version(settings, "iris") == "1"
     last = S.history(connect(settings), "iris")[-1]
-    assert (last.version, last.kind, last.actor, last.previous_champion) == ("1", S.AUTO, "vigil-auto", "3")
+    assert (last.version, last.kind, last.actor, last.previous_champion) == ("1", S.AUTO, "vigil-auto", "2")
     policies = [(r["policy"], r["action"]) for r in read_audit(settings)]
     assert ("retrain", "retrain") in policies and ("rollback", "hold") in policies and ("rollback", "rollback") in policies
 
 
 def test_run_actions_one_pass_and_dry_run_only_alerts(settings: Settings) -> None:
+    # v2 was champion before v1 came back: the previous champion to roll back to.
+    second = train(settings, reference_rows=200)
+    convert_version(settings, f"models:/iris/{second.version}", progress=False)
+    promote(replace(settings, gate_tolerance=1.0), "iris", second.version, "production", reason="v2")
+    promote(replace(settings, gate_tolerance=1.0), "iris", "1", "production", reason="back to v1")
     now = int(time.time())
-    _Monitor.history = {"1": _windows(now, False, 0.40, 40), "3": _windows(now - 900, False, 0.97, 40)}
+    _Monitor.history = {"1": _windows(now, False, 0.40, 40), "2": _windows(now - 900, False, 0.97, 40)}
     dry = replace(settings, rollback_dry_run=True, rollback_cooldown_seconds=0, auto_move_period_seconds=0)
     done = run_actions(dry, once=True)
     assert [a.kind for a in done] == ["rollback-alert", "retrain-hold"]
-    assert done[0].detail.startswith("dry run: would roll back to v3")
+    assert done[0].detail.startswith("dry run: would roll back to v2")
     assert champion_version(settings, "iris") == "1"
 
 
@@ -170,14 +183,15 @@ def _log_served_rows(root: Path, rows: int = 40) -> list[str]:
     """`rows` iris rows as the profile agent logs them (served by v1); returns their request ids."""
     import numpy as np
 
-    from vigil.predlog.writer import LogBatch, RowLog
+    from vigil.predlog.writer import RowLog
+    from vigil.served_batch import ServedBatch
 
     X, y, _ = load_dataset("iris")
     sample = X.assign(target=y).sample(rows, random_state=7)
     ids = [f"req-{i}" for i in range(rows)]
     log = RowLog(root, max_rows_per_second=0)
-    log.append(LogBatch("iris", "1", "classification", time.time(), ids,
-                        {c: sample[c].to_numpy() for c in X.columns}, sample["target"].to_numpy(np.int64)))
+    log.append(ServedBatch("iris", "1", {c: sample[c].to_numpy() for c in X.columns}, sample["target"].to_numpy(np.int64),
+                           request_ids=ids))
     assert log.flush() == rows
     return ids
 

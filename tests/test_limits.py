@@ -24,7 +24,8 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from vigil.config import load
 from vigil.procs import free_port, running
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

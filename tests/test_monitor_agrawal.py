@@ -13,7 +13,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from monitor.reference import install_reference
 from test_monitor_stream import T0, WINDOW, _stream, monitor, settings  # noqa: F401  (fixtures)
-from vigil.serving.profile_stream import ProfileStreamer
+from serving.producer.stream import ProfileStreamer
 
 pytestmark = pytest.mark.integration
 ROWS, CHANGE, PER_WINDOW = 3072, 1536, 512

@@ -9,14 +9,16 @@ import pandas as pd
 
 from monitor.wire import CONTRACT_VERSION, parse
 from vigil.config import load
-from vigil.serving import profile_stream
-from vigil.serving.profile_spool import Spool
-from vigil.serving.profile_stream import ProfileStreamer, ServedBatch, build_message
+from serving.producer import message as producer_message
+from serving.producer.spool import Spool
+from serving.producer.message import build_message
+from serving.producer.stream import ProfileStreamer
+from vigil.served_batch import ServedBatch
 from vigil.whylogs_compat import deserialize
 
 
 def test_producer_message_is_accepted_by_the_monitor_parser() -> None:
-    assert profile_stream.CONTRACT_VERSION == CONTRACT_VERSION
+    assert producer_message.CONTRACT_VERSION == CONTRACT_VERSION
     features = pd.DataFrame({"a": [1.0, np.nan, 3.0], "color": ["red", "blue", None]})
     batch = ServedBatch("iris", 4, features, np.array([0, 2, 2]), scores=np.eye(3), classes=np.array([0, 1, 2]),
                         request_ids=["x", "y", "z"])

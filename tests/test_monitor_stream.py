@@ -18,12 +18,17 @@ import requests
 from monitor.reference import install_reference
 from vigil.config import Settings, load, process_env
 from vigil.procs import free_port
-from vigil.serving.profile_stream import ProfileStreamer, ServedBatch
+from serving.producer.stream import ProfileStreamer
+from vigil.served_batch import ServedBatch
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_800_000_000.0  # synthetic event time: 60 s windows without waiting for them
 WINDOW = 60
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
 
 
 class MonitorProcess:
@@ -81,7 +86,7 @@ def _stream(streamer: ProfileStreamer, model: str, frame: pd.DataFrame, preds, s
     for i in range(0, len(frame), 64):
         ts = start + (i // rows_per_window) * WINDOW + 1
         streamer.submit(ServedBatch(
-            model, "1", frame.iloc[i:i + 64], preds[i:i + 64], scores=None if scores is None else scores[i:i + 64],
+            model, "1", _columns(frame.iloc[i:i + 64]), preds[i:i + 64], scores=None if scores is None else scores[i:i + 64],
             classes=classes, request_ids=None if ids is None else ids[i:i + 64], timestamp=ts,
         ))
 
@@ -182,7 +187,7 @@ def test_kill9_under_load_loses_nothing_and_counts_once(settings, monitor) -> No
         if i == 45:
             monitor.start()
         started = time.perf_counter()
-        accepted = streamer.submit(ServedBatch("toy", "1", frame.iloc[i * 64:(i + 1) * 64], preds[i * 64:(i + 1) * 64],
+        accepted = streamer.submit(ServedBatch("toy", "1", _columns(frame.iloc[i * 64:(i + 1) * 64]), preds[i * 64:(i + 1) * 64],
                                                classes=[0, 1], timestamp=T0 + i))
         costs.append(time.perf_counter() - started)
         assert accepted
@@ -214,7 +219,7 @@ def test_restart_between_prediction_and_label_still_joins(settings, monitor, tmp
     assert requests.post(monitor.url + "/v1/labels", json=early, timeout=10).json()["pending"] == 1
     streamer = ProfileStreamer(settings)
     ids = [f"o-{i}" for i in range(63)] + ["late-pred"]
-    streamer.submit(ServedBatch("toy", "1", frame, preds, classes=[0, 1], request_ids=ids, timestamp=T0))
+    streamer.submit(ServedBatch("toy", "1", _columns(frame), preds, classes=[0, 1], request_ids=ids, timestamp=T0))
     assert streamer.flush(30)
     streamer.close()
     monitor.kill()
@@ -236,7 +241,7 @@ def test_bad_input_gets_4xx_and_is_counted(settings, monitor, tmp_path) -> None:
     assert requests.post(url, data=b"\x00\x01garbage", timeout=10).status_code == 400
     assert requests.post(url, data=b'{"v": 99}', timeout=10).status_code == 422
     assert requests.post(url, data=b"x" * 5000, timeout=10).status_code == 413
-    from vigil.serving.profile_stream import build_message
+    from serving.producer.message import build_message
 
     unknown = build_message(ServedBatch("ghost", "3", {"a": np.ones(2)}, [0, 1], classes=[0, 1]))
     response = requests.post(url, data=unknown, timeout=60)

@@ -12,9 +12,10 @@ from monitor import drift as dm
 from monitor.quality import classification_quality, regression_quality
 from monitor.reference import ReferenceStore, UnknownModel, install_reference
 from monitor.state import Monitor
-from monitor.wire import WireError, parse, parse_labels
+from monitor.wire import LabelRecord, WireError, parse, parse_label_records
 from vigil.config import load
-from vigil.serving.profile_stream import ServedBatch, build_message
+from serving.producer.message import build_message
+from vigil.served_batch import ServedBatch
 from vigil.whylogs_compat import profile
 
 RNG = np.random.default_rng(7)
@@ -91,8 +92,8 @@ def test_wire_rejects_bad_messages(body: bytes, status: int, needle: str) -> Non
 
 def test_wire_rejects_bad_labels() -> None:
     with pytest.raises(WireError, match="needs 'request_id' and 'label'"):
-        parse_labels(b'[{"id": 1}]')
-    assert parse_labels(b'{"labels": [{"request_id": 5, "label": "x"}]}') == [("5", "x")]
+        parse_label_records(b'[{"id": 1}]')
+    assert parse_label_records(b'{"labels": [{"request_id": 5, "label": "x"}]}') == [LabelRecord("5", "x")]
 
 
 def _reference(tmp_path, settings) -> pd.DataFrame:

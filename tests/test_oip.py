@@ -21,7 +21,8 @@ from tritonclient.utils import InferenceServerException
 from loadtest.grpc_load import infer_request, run_grpc_load
 from loadtest.wrk import run_wrk
 from vigil.config import load
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

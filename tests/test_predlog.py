@@ -17,18 +17,18 @@ import pytest
 
 from monitor.wire import WireError, parse_label_records
 from vigil.predlog import files, query
-from vigil.predlog.writer import LogBatch, RowLog, append_labels
-from vigil.serving.raw_batch import RawBatch, decode, encode
+from vigil.predlog.writer import RowLog, append_labels
+from vigil.served_batch import ServedBatch, decode, encode
 
 T0 = 1_800_000_000.0
 
 
-def _batch(i: int, rows: int = 8, ts: float = T0, version: str = "1", seed: int = 0) -> LogBatch:
+def _batch(i: int, rows: int = 8, ts: float = T0, version: str = "1", seed: int = 0) -> ServedBatch:
     rng = np.random.default_rng(seed * 1000 + i)
-    return LogBatch(
-        "iris", version, "classification", ts, [f"b{i}-{j}" for j in range(rows)],
-        {"a": rng.random(rows).astype(np.float32), "b": rng.normal(size=rows)},
-        rng.integers(0, 3, rows), rng.dirichlet(np.ones(3), rows), [0, 1, 2], f"b{i}",
+    return ServedBatch(
+        "iris", version, {"a": rng.random(rows).astype(np.float32), "b": rng.normal(size=rows)},
+        rng.integers(0, 3, rows), scores=rng.dirichlet(np.ones(3), rows), classes=[0, 1, 2],
+        request_ids=[f"b{i}-{j}" for j in range(rows)], batch_id=f"b{i}", timestamp=ts,
     )
 
 
@@ -48,7 +48,7 @@ def test_every_row_once_atomic_and_duckdb_agrees_with_pandas(tmp_path: Path) -> 
     expected = pd.DataFrame({
         "request_id": [r for b in batches for r in b.request_ids],
         "version": [b.version for b in batches for _ in b.request_ids],
-        "b": np.concatenate([b.features["b"] for b in batches]),
+        "b": np.concatenate([b.columns["b"] for b in batches]),
     })
     got, _ = query.query(tmp_path, "SELECT request_id, version, b FROM predictions")
     assert sorted(got["request_id"]) == sorted(expected["request_id"])  # every row, exactly once
@@ -139,13 +139,15 @@ def test_compaction_merges_small_files_and_a_crash_midway_never_double_counts(tm
 _CRASH_WRITER = """
 import sys, time, numpy as np
 from pathlib import Path
-from vigil.predlog.writer import LogBatch, RowLog
+from vigil.predlog.writer import RowLog
+from vigil.served_batch import ServedBatch
 log = RowLog(Path(sys.argv[1]), flush_seconds=float(sys.argv[2]))
 i = 0
 print("ready", flush=True)
 while True:
     now = time.time()
-    log.append(LogBatch("m", "1", "regression", now, [str(i)], {"x": np.array([now])}, np.array([1.0]), batch_id=str(i)))
+    log.append(ServedBatch("m", "1", {"x": np.array([now])}, np.array([1.0]), task="regression", request_ids=[str(i)],
+                           batch_id=str(i), timestamp=now))
     i += 1
     if log.due():
         log.flush()
@@ -172,8 +174,9 @@ def test_kill9_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
 
 
 def test_raw_batch_round_trip_and_garbage_is_refused() -> None:
-    batch = RawBatch("m", "3", "classification", {"a": np.arange(4, dtype=np.float32), "c": np.array(["x", "y", "z", "w"], dtype=object)},
-                     np.array(["p", "q", "p", "q"]), np.full((4, 2), 0.5), ["p", "q"], ["1", "2", "3", "4"])
+    batch = ServedBatch("m", "3", {"a": np.arange(4, dtype=np.float32), "c": np.array(["x", "y", "z", "w"], dtype=object)},
+                        np.array(["p", "q", "p", "q"]), scores=np.full((4, 2), 0.5), classes=["p", "q"],
+                        request_ids=["1", "2", "3", "4"])
     back = decode(encode(batch))
     assert back.columns["a"].dtype == np.float32 and back.columns["a"].tolist() == [0, 1, 2, 3]
     assert back.columns["c"].tolist() == ["x", "y", "z", "w"] and back.predictions.tolist() == ["p", "q", "p", "q"]

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from vigil import config
-from vigil.cli import main
-from vigil.predlog.writer import LogBatch, RowLog, append_labels
+from cli.main import main
+from vigil.predlog.writer import RowLog, append_labels
+from vigil.served_batch import ServedBatch
 
 
 @pytest.fixture
@@ -32,12 +33,13 @@ def test_export_trains_a_model_and_stats_and_query_answer(home: Path, capsys) ->
     now = time.time()
     log = RowLog(home / "predictions", flush_seconds=60)
     ids = [f"r{i}" for i in range(len(X))]
-    old = LogBatch("iris", "1", "classification", now - 10 * 86400, ["old-0"], {c: X[c].to_numpy()[:1] for c in X}, np.array([0]))
+    old = ServedBatch("iris", "1", {c: X[c].to_numpy()[:1] for c in X}, np.array([0]), request_ids=["old-0"],
+                      timestamp=now - 10 * 86400)
     log.append(old)  # outside --since 7d
     for start in range(0, len(X), 30):
         part = slice(start, start + 30)
-        log.append(LogBatch("iris", "1", "classification", now, ids[part], {c: X[c].to_numpy()[part] for c in X},
-                            y.to_numpy()[part], batch_id=str(start)))
+        log.append(ServedBatch("iris", "1", {c: X[c].to_numpy()[part] for c in X}, y.to_numpy()[part],
+                               request_ids=ids[part], batch_id=str(start), timestamp=now))
     log.flush()
     labelled = ids[::2]  # half the rows get a label
     append_labels(home / "predictions", [{"request_id": r, "label": int(y.iloc[i])} for i, r in enumerate(ids) if r in set(labelled)]

@@ -12,7 +12,8 @@ from monitor.server import create_app
 from monitor.state import Monitor
 from vigil.config import load
 from vigil.predlog import query
-from vigil.predlog.writer import LogBatch, RowLog
+from vigil.predlog.writer import RowLog
+from vigil.served_batch import ServedBatch
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -35,7 +36,7 @@ def test_labels_with_outcome_and_value_land_in_the_log_and_the_kpis(tmp_path: Pa
     monitor = Monitor(settings)
     with monitor.store.transaction() as conn:
         for v in ("1", "2"):
-            log.append(LogBatch("shop", v, "classification", now, ids[v], {"x": np.arange(10.0)}, np.zeros(10, int)))
+            log.append(ServedBatch("shop", v, {"x": np.arange(10.0)}, np.zeros(10, int), request_ids=ids[v], timestamp=now))
             conn.execute("INSERT INTO versions (model, version, task, classes) VALUES ('shop', ?, 'classification', '[0, 1]')", (v,))
             conn.executemany("INSERT INTO predictions VALUES (?, 'shop', ?, ?, ?, '0', NULL, NULL, NULL)",
                              [(rid, v, window, now) for rid in ids[v]])

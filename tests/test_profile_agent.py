@@ -16,7 +16,8 @@ from helpers import free_port, running_server
 from serving_models import build_iris
 from vigil.config import load
 from vigil.predlog import query
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 FLUSH_S = 0.3

@@ -13,7 +13,8 @@ from helpers import free_port, running_server
 from serving_models import IRIS_FEATURES, build_iris, build_mixed
 
 from vigil.config import load
-from vigil.serving.launch import PROJECT_ROOT, serve_command
+from serving.launch import serve_command
+from vigil.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

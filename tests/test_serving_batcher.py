@@ -7,19 +7,21 @@ import asyncio
 import numpy as np
 import pytest
 
-from vigil.serving.batcher import Batcher
-from vigil.serving.errors import Overloaded
-from vigil.serving.model import Prediction
+from serving.batcher import Batcher
+from serving.errors import Overloaded
+from serving.model import Prediction
 
 
 class Recorder:
-    """A fake model that doubles its input and records each batch's size."""
+    """A fake model that doubles its input and records each batch's size (runs inline)."""
+
+    executor = None
 
     def __init__(self, poison: float | None = None) -> None:
         self.batches: list[int] = []
         self.poison = poison
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> Prediction:
+    def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
         x = inputs["X"]
         self.batches.append(len(x))
         if self.poison is not None and (x == self.poison).any():
@@ -31,12 +33,22 @@ def _rows(start: int, n: int) -> dict[str, np.ndarray]:
     return {"X": np.arange(start, start + n, dtype=np.float64).reshape(n, 1)}
 
 
-async def _with_batcher(infer, body, **options):
+class _Bound:
+    """A batcher whose submits all run on one model (what the tests exercise)."""
+
+    def __init__(self, batcher: Batcher, model: Recorder) -> None:
+        self.batcher, self.model = batcher, model
+
+    def submit(self, inputs: dict[str, np.ndarray], rows: int):
+        return self.batcher.submit(inputs, rows, None, self.model)
+
+
+async def _with_batcher(model, body, **options):
     settings = {"max_batch_size": 8, "max_latency_s": 0.005, "max_queue_rows": 100} | options
-    batcher = Batcher(infer, **settings)
+    batcher = Batcher(**settings)
     batcher.start()
     try:
-        return await body(batcher)
+        return await body(_Bound(batcher, model))
     finally:
         await batcher.stop()
 
@@ -112,6 +124,6 @@ def test_queue_bound_sheds_load():
 
 
 def test_submit_before_start_is_an_error():
-    batcher = Batcher(Recorder(), max_batch_size=4, max_latency_s=0.001, max_queue_rows=10)
+    batcher = Batcher(max_batch_size=4, max_latency_s=0.001, max_queue_rows=10)
     with pytest.raises(RuntimeError, match="not started"):
-        asyncio.run(batcher.submit(_rows(0, 1), 1))
+        asyncio.run(batcher.submit(_rows(0, 1), 1, None, Recorder()))

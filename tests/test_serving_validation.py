@@ -8,9 +8,9 @@ import pytest
 
 from serving_models import IRIS_FEATURES, build_iris, build_mixed
 from vigil.config import load
-from vigil.serving.errors import RequestError
-from vigil.serving.launch import settings_env
-from vigil.serving.validation import Validator
+from serving.errors import RequestError
+from vigil.config import to_env
+from serving.validation import Validator
 
 
 @pytest.fixture(scope="module")
@@ -103,4 +103,4 @@ def test_mixed_model_names_type_errors(mixed):
 def test_settings_round_trip_through_env(tmp_path):
     """serve_command passes Settings to the server as VIGIL_* variables: nothing may be lost."""
     settings = load({"VIGIL_HOME": str(tmp_path), "VIGIL_MAX_BATCH_SIZE": "7", "VIGIL_MODEL": str(tmp_path)})
-    assert load(settings_env(settings)) == settings
+    assert load(to_env(settings)) == settings

@@ -172,7 +172,7 @@ def test_a_new_file_gets_the_bench_marker_so_make_bench_keeps_the_soak(tmp_path:
 ])
 def test_bad_options_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from vigil.cli import main
+    from cli.main import main
 
     assert main(["soak", *argv, "--out", str(tmp_path / "B.md")]) == 2
     err = capsys.readouterr().err
@@ -183,7 +183,7 @@ def test_bad_options_are_one_line_errors(argv: list[str], message: str, tmp_path
 def test_the_command_exits_1_on_a_missed_floor_and_records_how_it_was_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import loadtest.soak
-    from vigil.cli import main
+    from cli.main import main
 
     calls = []
 
@@ -201,7 +201,7 @@ def test_the_command_exits_1_on_a_missed_floor_and_records_how_it_was_run(
 
 
 def test_soak_has_its_own_help_and_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
-    from vigil.cli import build_parser, main
+    from cli.main import build_parser, main
 
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -16,7 +16,7 @@ import requests
 from lifecycle import make_mixed_demo_frame
 from vigil import config
 from vigil.procs import free_port, running
-from vigil.serving.launch import serve_command
+from serving.launch import serve_command
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ def iris_server(home: Path):
     settings = config.load({"VIGIL_HOME": str(home), "VIGIL_MODEL": "models:/iris/1"})
     port = free_port()
     argv, env = serve_command(settings, port=port)
+    env["BENTOML_HOME"] = str(home / f"bentoml-{port}")  # one BentoML home per server
     base = f"http://127.0.0.1:{port}"
     with running(argv, env, f"{base}/readyz", log_path=home / "serve-iris.log", timeout=120):
         yield base
@@ -124,6 +125,7 @@ def test_mixed_type_csv_trains_converts_and_serves(home: Path, tmp_path: Path) -
     settings = config.load({"VIGIL_HOME": str(home), "VIGIL_MODEL": "models:/orders/1"})
     port = free_port()
     argv, env = serve_command(settings, port=port)
+    env["BENTOML_HOME"] = str(home / f"bentoml-{port}")  # one BentoML home per server
     rows = frame.drop(columns="target").head(25)
     with running(argv, env, f"http://127.0.0.1:{port}/readyz", log_path=home / "serve-orders.log", timeout=120):
         answer = requests.post(

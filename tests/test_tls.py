@@ -28,7 +28,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from monitor.reference import install_reference
 from vigil.config import Settings, load, replace
 from vigil.procs import free_port, running
-from vigil.serving.launch import serve_command, service_options
+from serving.launch import serve_command, service_options
 
 
 # -- certificates ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,18 +16,35 @@ from typing import Iterator, Mapping, Sequence
 
 import requests
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from vigil.paths import PROJECT_ROOT
 
 
 class ServerDied(RuntimeError):
     """The process exited before it became ready."""
 
 
+# Ports handed out below the kernel's ephemeral range (32768-60999 on Linux): a port from
+# there can be taken, between our check and the server's bind, by any outgoing
+# connection's local port (load generators open thousands), which a port from bind(0) is.
+_PORTS = (20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now and was not handed out before by this process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS[0]}-{_PORTS[1]}")
 
 
 def log_tail(log: Path, chars: int = 6000) -> str:

@@ -171,3 +171,23 @@ def stats(root: Path, model: str) -> tuple[list[dict[str, Any]], LogView]:
         entry["labelled_share"] = entry["labelled"] / entry["rows"] if entry["rows"] else 0.0
         out.append(entry)
     return out, view
+
+
+def _ts(value: Any) -> str:
+    return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+
+
+def stats_lines(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """What `vigil log stats NAME` prints for vigil.predlog.query.stats rows (`vigil log stats`; the demo prints it too)."""
+    if not rows:
+        return [f"{name}: no rows in the prediction log"]
+    total = sum(r["rows"] for r in rows)
+    labelled = sum(r["labelled"] for r in rows)
+    lines = [f"{name}: {total} rows logged, {labelled} labelled ({labelled / total:.1%})"]
+    for r in rows:
+        rate = "-" if r["outcome_rate"] is None else f"{r['outcome_rate']:.1%}"
+        value = "-" if r["value_sum"] is None else f"{r['value_sum']:.4g}"
+        lines.append(f"  v{r['version']}: {r['rows']} rows (~{r['estimated_served']:.0f} served), "
+                     f"{r['labelled']} labelled ({r['labelled_share']:.1%}), outcome rate {rate}, value {value}, "
+                     f"{_ts(r['first'])} .. {_ts(r['last'])} UTC")
+    return lines

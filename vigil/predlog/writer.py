@@ -22,26 +22,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from vigil.predlog import files
+from vigil.served_batch import ServedBatch, widen_float32
 
 PROBA_PREFIX = "proba_"
 META_COLUMNS = ("request_id", "batch_id", "model", "version", "task", "served_at")
 MAX_BUFFERED_ROWS = 100_000  # flush early past this: bounds the agent's memory
-
-
-@dataclass
-class LogBatch:
-    """One served batch, as the prediction log stores it."""
-
-    model: str
-    version: str
-    task: str
-    timestamp: float
-    request_ids: Sequence[str]
-    features: Mapping[str, np.ndarray]
-    predictions: np.ndarray
-    scores: np.ndarray | None = None
-    classes: Sequence[Any] = ()
-    batch_id: str = ""
 
 
 class RateSampler:
@@ -69,10 +54,6 @@ class RateSampler:
 
 
 def _widen(values: np.ndarray) -> np.ndarray:
-    # float32 model inputs back to the float64 numbers the client sent (same rule as the
-    # profile stream, so the log and the profiles agree on every value).
-    from vigil.serving.profile_stream import widen_float32
-
     return widen_float32(values) if values.dtype == np.float32 else values
 
 
@@ -85,14 +66,14 @@ def _scalar_array(values: Any) -> "Any":
     return pa.array(arr)
 
 
-def batch_table(batch: LogBatch, rate: float, mask: np.ndarray | None) -> "Any":
+def batch_table(batch: ServedBatch, rate: float, mask: np.ndarray | None) -> "Any":
     """The Arrow table of a batch's kept rows, with its `sampling_rate` column."""
     import pyarrow as pa
 
     rows = len(batch.predictions)
     pick = (lambda a: a) if mask is None else (lambda a: np.asarray(a)[mask])
     kept = rows if mask is None else int(mask.sum())
-    ids = np.asarray([str(i) for i in batch.request_ids], dtype=object)
+    ids = np.asarray(batch.ids(), dtype=object)
     columns: dict[str, Any] = {
         "request_id": pa.array(pick(ids), pa.string()),
         "batch_id": pa.array([batch.batch_id] * kept, pa.string()),
@@ -101,7 +82,7 @@ def batch_table(batch: LogBatch, rate: float, mask: np.ndarray | None) -> "Any":
         "task": pa.array([batch.task] * kept, pa.string()),
         "served_at": pa.array(np.full(kept, float(batch.timestamp))),
     }
-    for name, values in batch.features.items():
+    for name, values in batch.columns.items():
         columns[str(name)] = _scalar_array(pick(_widen(np.asarray(values))))
     columns["prediction"] = _scalar_array(pick(np.asarray(batch.predictions)))
     if batch.scores is not None and len(batch.classes):
@@ -134,10 +115,10 @@ class RowLog:
     def buffered_rows(self) -> int:
         return self._buffered
 
-    def append(self, batch: LogBatch) -> int:
+    def append(self, batch: ServedBatch) -> int:
         """Buffer the batch's sampled rows; returns how many were kept."""
-        rows = len(batch.predictions)
-        if len(batch.request_ids) != rows:
+        rows = batch.rows
+        if batch.request_ids is not None and len(batch.request_ids) != rows:
             raise ValueError(f"batch {batch.batch_id}: {len(batch.request_ids)} request ids for {rows} rows")
         rate = self._sampler.rate(batch.timestamp, rows)
         mask = self._sampler.keep(rate, rows)

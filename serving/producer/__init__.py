@@ -1,0 +1,1 @@
+"""The monitor's producer: served batches -> per-worker agent process -> profiles + prediction log."""
