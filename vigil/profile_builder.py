@@ -81,8 +81,8 @@ def widen_float32(values: np.ndarray) -> np.ndarray:
     if _POW10 is None:
         with np.errstate(over="ignore"):  # same `**` as the formula, once per exponent
             _POW10 = 10.0 ** (6 - np.arange(-_POW10_SPAN, _POW10_SPAN, dtype=np.float64))
-    wide = np.asarray(values, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # signalling NaNs warn when cast
+        wide = np.asarray(values, dtype=np.float64)
         exponent = np.abs(wide)
         np.log10(exponent, out=exponent)
         np.floor(exponent, out=exponent)
