@@ -124,6 +124,11 @@ def _labels(n: int, with_none: bool = False) -> np.ndarray:
     return pool[rng.integers(0, len(pool), n)]
 
 
+def _heavy_tail(n: int) -> np.ndarray:
+    """Three heavy hitters over a tail of ~3,000 distinct values: the sketch must purge."""
+    return np.where(rng.random(n) < 0.5, rng.integers(0, 3, n), rng.integers(100, 3100, n))
+
+
 CASES = {
     "float64": lambda: {"x": rng.normal(size=5000)},
     "float64 with NaN and ±inf": lambda: {"x": _floats(5000)},
@@ -137,13 +142,15 @@ CASES = {
     "uint8": lambda: {"x": rng.integers(0, 255, 700).astype(np.uint8)},
     "bool": lambda: {"x": rng.random(2500) < 0.3},
     "bool all True": lambda: {"x": np.ones(1001, dtype=bool)},
+    "bool, many chunks of False": lambda: {"x": rng.permutation(np.arange(12352) < 7)},  # whylogs' chunked moments
     "strings": lambda: {"x": _labels(5000)},
     "numpy unicode strings": lambda: {"x": _labels(300).astype(str)},
     "strings with None": lambda: {"x": _labels(5000, with_none=True)},
     "strings with NaN": lambda: {"x": np.array(["a", np.nan, "b", None, "a"], dtype=object)},
     "strings longer than 128": lambda: {"x": np.array(["x" * 200 + "a", "x" * 200 + "b", "short"], dtype=object)},
-    "strings, more distinct than the sketch holds exactly": lambda: {
-        "x": np.array([f"user-{i}" for i in rng.integers(0, 3000, 6000)], dtype=object)},
+    "strings, more distinct than the sketch holds exactly": lambda: {"x": _heavy_tail(6000).astype(str).astype(object)},
+    "ints, more distinct than the sketch holds exactly": lambda: {"x": _heavy_tail(6000)},
+    "ints, distinct between the HLL and frequent-items limits": lambda: {"x": rng.integers(0, 600, 5000)},
     "all None": lambda: {"x": np.array([None] * 7, dtype=object)},
     "mixed objects (why.log's own path)": lambda: {"x": np.array([1, "a", 2.5, None, True], dtype=object)},
     "single row": lambda: {"f": np.array([1.5]), "f32": np.array([5.1], dtype=np.float32), "i": np.array([3]),
@@ -339,3 +346,23 @@ def test_appending_while_building_counts_every_row_once():
     assert counts["counts/n"] == total
     assert counts["distribution/n"] == total and counts["distribution/min"] == 0 and counts["distribution/max"] == total - 1
     assert len(views) > 1  # the builds really interleaved with the appends
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.8])
+def test_the_monitor_reads_the_same_drift_from_either_profile(shift):
+    from monitor.drift import column_drift
+
+    reference = {"x": np.round(rng.normal(5, 1, 3000), 1), "s": _labels(3000)}
+    rows = 2000
+    current = {"x": (np.round(rng.normal(5 + shift, 1, rows), 1)).astype(np.float32),
+               "s": np.where(rng.random(rows) < shift / 2, "setosa", _labels(rows)).astype(object)}
+    ref = why(reference)
+    for name, categorical in (("x", False), ("s", True)):
+        ours = column_drift(ref, pb.build_view(current), name, categorical, 0.05)
+        theirs = column_drift(ref, why(current), name, categorical, 0.05)
+        assert ours.drift == theirs.drift == (shift > 0), name
+        assert (ours.rows, ours.reference_rows) == (theirs.rows, theirs.reference_rows) == (rows, 3000)
+        if categorical:  # frequent items are exact: the very same numbers
+            assert (ours.statistic, ours.p_value, ours.effect_size) == (theirs.statistic, theirs.p_value, theirs.effect_size)
+        else:  # KS D from two KLLs of the same rows: within the sketches' error
+            assert ours.statistic == pytest.approx(theirs.statistic, abs=4 * EPS)
