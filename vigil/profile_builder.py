@@ -1,27 +1,21 @@
-"""whylogs profiles built straight from columnar numpy arrays, without `why.log(DataFrame)`.
+"""whylogs profiles built straight from numpy columns, without `why.log(DataFrame)`.
 
-`why.log` spends ~18 ms per call and ~10 µs per row (8 columns) in its Python layer; the
-sketches it wraps cost tens of ns per value. This module builds the same
-`DatasetProfileView` with one vectorized update per sketch, from whylogs' own metric
-classes (same metric set, config and wire form): `build_view` for one batch,
-`ProfileAccumulator` to collect many small batches cheaply and build one view per slice.
+`why.log` costs ~18 ms per call and ~10 µs per row (8 columns) in its Python layer; the
+sketches it wraps cost tens of ns per value. Here every sketch gets one vectorized update,
+into whylogs' own metric classes (same metrics, config and wire form): `build_view` for a
+batch, `ProfileAccumulator` for many small batches and one view per slice.
 
-A column gets what `why.log` gives it on pandas 3 (tests/test_profile_builder.py checks):
-- float (float32 first widened by `widen_float32`): counts, types, distribution, cardinality;
-- int and bool: the same plus `ints` and `frequent_items` (whylogs types bools as integral);
-- str, or objects that are str/None/NaN (pandas 3's `str` dtype): counts (None/NaN count as
-  null *and* nan, as `why.log` reports that dtype), types, an empty distribution,
-  cardinality, frequent items; a name in `categorical`: `str(value)`, then the same (how
-  monitor/reference.py converts categorical reference columns);
-- anything else (mixed objects, dates): handed to `why.log` itself, exact but slow.
-
-Counts, types, mean/m2, HLL and frequent items equal `why.log`'s on the same rows. The one
-deliberate difference: KLL gets the values *sorted*. Up to k=1024 values it keeps them all
-(no difference); beyond, it is another valid KLL (whylogs' own is randomized). Measured,
-20 trials per case: sorting first makes the update 3-4x cheaper (~45 -> ~10 ns/value, sort
-included: KLL sorts every full level-0 buffer, and sorted runs sort in linear time), and the
-worst rank error over 999 quantiles stayed at or below that of unsorted input (0.0021 vs
-0.0024 at 32,768 normal values; KLL's stated 99 % bound for k=1024 is 0.0027).
+Per dtype, a column gets the metrics `why.log` gives it on pandas 3 (floats: counts, types,
+distribution, cardinality; ints and bools: also ints and frequent items; str or str/None
+objects: counts, types, empty distribution, cardinality, frequent items; anything else goes
+to `why.log` itself). Counts, types, mean/m2, HLL and frequent items are equal to `why.log`'s
+on the same rows (tests/test_profile_builder.py). The one deliberate difference: KLL gets
+the values sorted. Up to k=1024 values it keeps them all (no difference); beyond, it is
+another valid KLL (whylogs' is randomized too). Measured, 20 trials per case: sorting first
+makes the update 3-4x cheaper (~45 -> ~10 ns/value with the sort: KLL sorts each full
+level-0 buffer, and sorted runs sort in linear time) and the worst rank error over 999
+quantiles stayed at or below unsorted input's (0.0021 vs 0.0024 at 32,768 normal values;
+KLL's 99 % bound for k=1024 is 0.0027).
 """
 
 from __future__ import annotations
@@ -29,8 +23,9 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
-from operator import attrgetter
 from datetime import datetime, timezone
+from functools import reduce
+from operator import attrgetter
 from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
@@ -51,15 +46,13 @@ from whylogs.core.view import ColumnProfileView, DatasetProfileView  # noqa: E40
 
 Metrics = dict[str, Any]  # a column's whylogs metrics by namespace
 _CFG = MetricConfig()
-# The frequent-items sketch is exact until more distinct items than 3/4 of its largest map
-# (768 at lg_max_k=10) are live; up to there, one weighted update per distinct item leaves
-# it exactly as per-value updates do, at a fraction of the cost (measured: `update_np` on
-# int64 ~36 ns/value, `update_str_list` ~35 ns/value).
+# Frequent items stay exact while at most 3/4 of the sketch's largest map (768 items) are
+# live: up to there one weighted update per distinct item leaves it as per-value updates do
+# (measured: per value `update_np` ~36 ns, `update_str_list` ~35 ns). HLL's estimate ignores
+# order in its list/set modes, up to 3/4 * 2^(lg_k-3) = 384 distinct values (tested); in HLL
+# mode (HIP) it depends on the order of first occurrences. So few distinct values are fed
+# once (~1 ns/value instead of ~15), more are fed as the column comes.
 _FI_EXACT = 3 * (1 << _CFG.fi_lg_max_k) // 4
-# HLL stays in its list/set modes (estimate = distinct coupons, independent of order) up to
-# 3/4 * 2^(lg_k-3) distinct values (384 at lg_k=12, checked in the tests); in HLL mode its
-# HIP estimate depends on the order of first occurrences. So: few distinct values -> feed
-# them once (measured ~1 ns/value instead of ~15); many -> feed the column in its order.
 _HLL_ORDER_FREE = 3 * (1 << (_CFG.hll_lg_k - 3)) // 4
 _BOOL_CHUNK = 1000  # whylogs feeds bools as lists of this many 1s/0s (metrics.py)
 
@@ -97,17 +90,14 @@ def widen_float32(values: np.ndarray) -> np.ndarray:
 
 
 # -- metrics, each built the way whylogs' columnar_update would leave it ------------------
-
 _PROTOTYPES: dict[type, dict[str, Any]] = {}
+_KLL_K = _CFG.kll_k_large if _CFG.large_kll_k else _CFG.kll_k  # as DistributionMetric.zero() reads it
 
 
 def _c(cls: type, value: Any) -> Any:
-    """A metric component holding `value`, without `MetricComponent.__init__`.
-
-    That constructor looks its serializer, deserializer and aggregator up in three
-    registries on every call (measured ~3 µs; a column has ~17 components); the lookups
-    depend only on the class, so they are made once and the attributes copied (~0.15 µs).
-    """
+    """A metric component holding `value`, without `MetricComponent.__init__`, which looks up
+    its (de)serializer and aggregator in three registries per call (measured ~3 µs, ~17 per
+    column); they depend only on the class, so they are looked up once and copied (~0.15 µs)."""
     proto = _PROTOTYPES.get(cls)
     if proto is None:
         proto = _PROTOTYPES[cls] = dict(cls(None).__dict__)
@@ -116,10 +106,6 @@ def _c(cls: type, value: Any) -> Any:
     attributes["_value"] = value
     component.__dict__ = attributes
     return component
-
-
-# Sketches with whylogs' default config, as `<Metric>.zero()` makes them.
-_KLL_K = _CFG.kll_k_large if _CFG.large_kll_k else _CFG.kll_k
 
 
 def _counts(n: int, null: int = 0, nan: int = 0, inf: int = 0, true: int = 0) -> ColumnCountsMetric:
@@ -210,14 +196,12 @@ def _int_metrics(x: np.ndarray) -> Metrics:
         ordered = np.sort(values)
         few = _distinct(ordered, _FI_EXACT)
     items = _items()
-    if few is not None:
-        for value, count in zip(few[0].tolist(), few[1].tolist()):
-            items.frequent_strings.value.update(str(value), count)  # C++ to_string(int64) == str(int)
-    else:
+    if few is None:
         items.frequent_strings.value.update_np(values)
-    ints = _no_ints()
-    if len(values):
-        ints = IntsMetric(max=_c(MaxIntegralComponent, int(values.max())), min=_c(MinIntegralComponent, int(values.min())))
+    for value, count in zip(*(few or ((), ()))):
+        items.frequent_strings.value.update(str(value), int(count))  # C++ to_string(int64) == str(int)
+    ints = _no_ints() if not len(values) else IntsMetric(max=_c(MaxIntegralComponent, int(values.max())),
+                                                           min=_c(MinIntegralComponent, int(values.min())))
     return {
         "counts": _counts(len(values)),
         "types": _types(integral=len(values)),
@@ -229,11 +213,9 @@ def _int_metrics(x: np.ndarray) -> Metrics:
 
 
 def _bool_metrics(x: np.ndarray) -> Metrics:
-    n = len(x)
-    true = int(np.count_nonzero(x))
+    n, true = len(x), int(np.count_nonzero(x))
     false = n - true
-    # whylogs folds bools into the moments as chunks of 1000 ones, then of zeros.
-    moments = VarianceM2Result(n=0, mean=0.0, m2=0.0)
+    moments = VarianceM2Result(n=0, mean=0.0, m2=0.0)  # whylogs: chunks of 1000 ones, then of zeros
     for value, count in ((1.0, true), (0.0, false)):
         while count > 0:
             size = min(count, _BOOL_CHUNK)
@@ -266,7 +248,7 @@ def _string_metrics(n: int, tally: Counter, null: int, nan: int, in_order: Calla
     items = _items()
     limit = items.max_frequent_item_size  # whylogs truncates frequent items to 128 characters
     truncated: Counter = Counter()
-    for value, count in tally.items():
+    for value, count in tally.items():  # distinct strings with one 128-character prefix add up
         truncated[value[:limit]] += count
     if len(truncated) <= _FI_EXACT:
         for value, count in truncated.items():
@@ -408,20 +390,14 @@ class ProfileAccumulator:
             return None
         pieces: dict[str, list[np.ndarray]] = {}
         for key, arrays in _gather(batches).items():
-            if type(key) is not tuple:
-                pieces.setdefault(key, []).extend(_by_family(arrays, self.widen))
-                continue
-            for block in _by_family(arrays, self.widen):
-                by_column = np.ascontiguousarray(block.T)  # one copy; each column is then contiguous
-                for i, name in enumerate(key):
-                    pieces.setdefault(name, []).append(by_column[i])
-        views = {}
+            for block in _by_family(arrays, self.widen):  # a matrix: one transposing copy, then contiguous rows
+                for name, x in zip(key, np.ascontiguousarray(block.T)) if type(key) is tuple else [(key, block)]:
+                    pieces.setdefault(name, []).append(x)
+        views = {}  # batches of different dtypes are built apart and merged, like two why.log profiles
         for name, arrays in pieces.items():
-            parts = [build_column(x, name=name, categorical=name in self.categorical, widen=self.widen)
-                     for x in _by_family(arrays, self.widen)]
-            views[name] = parts[0]
-            for part in parts[1:]:  # batches of different dtypes: merged like two why.log profiles
-                views[name] = views[name].merge(part)
+            views[name] = reduce(ColumnProfileView.merge, [
+                build_column(x, name=name, categorical=name in self.categorical, widen=self.widen)
+                for x in _by_family(arrays, self.widen)])
         return view_of(views, dataset_timestamp)
 
 
