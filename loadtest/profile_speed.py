@@ -6,8 +6,10 @@ The columns have the iris serving shape widened to 8 features: 8 float32 feature
 (widened the way the service widens them), a `prediction` string column of 3 classes and 3
 `proba_*` float64 columns. Values are either continuous (every value distinct: the worst
 case for the cardinality sketch) or iris-like (one decimal, few distinct values). Each
-figure is the median of `--repeats` timed calls, the implementations interleaved so that
-load from other processes hits both alike; the process pins itself to `--cpu`.
+figure is the median of `--repeats` timed calls (a third of them at 32,768 rows), the
+implementations interleaved so that load from other processes hits both alike; the process
+pins itself to `--cpu`. On a shared machine run it a few times: the ratios hold, the absolute
+figures move with the load.
 
 Rows:
 - `why.log`: widen + `pd.DataFrame` + `why.log(...).view()` (what the serving path does today);
@@ -84,7 +86,8 @@ def run_accumulator(batch: dict[str, np.ndarray], per_append: int) -> Any:
     return time.perf_counter() - started, view
 
 
-def median_time(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call takes (or what the callee measured itself)."""
     started = time.perf_counter()
     out = fn()
     if isinstance(out, tuple):  # the callee timed itself
@@ -109,10 +112,10 @@ def measure(rows_list: list[int], repeats: int, kinds: list[str]) -> list[dict[s
             for fn in cases.values():  # warm up imports and caches
                 fn()
             timings: dict[str, list[float]] = {name: [] for name in cases}
-            reps = repeats if rows < 32768 else max(3, repeats // 3)
+            reps = repeats if rows < 32768 else max(3, repeats // 3)  # why.log takes ~0.5 s there
             for _ in range(reps):
                 for name, fn in cases.items():
-                    timings[name].append(median_time(fn))
+                    timings[name].append(timed(fn))
             for name, ts in timings.items():
                 ms = statistics.median(ts) * 1e3
                 results.append({"kind": kind, "rows": rows, "case": name, "ms": ms, "us_per_row": ms * 1e3 / rows})
