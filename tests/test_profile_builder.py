@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 
 from vigil import profile_builder as pb
+from vigil import profile_metrics as pm
 from vigil.whylogs_compat import deserialize, merge, profile
 
 GRID = [i / 100 for i in range(1, 100)]
-KLL_K = pb.KllComponent.mtype(k=pb._KLL_K).get_k()
-EPS = pb.KllComponent.mtype(k=KLL_K).normalized_rank_error(True)  # KLL's bound over all ranks
+KLL_K = pm.KllComponent.mtype(k=pm._KLL_K).get_k()
+EPS = pm.KllComponent.mtype(k=KLL_K).normalized_rank_error(True)  # KLL's bound over all ranks
 
 
 def original_widen(values: np.ndarray) -> np.ndarray:
@@ -179,7 +180,7 @@ def test_categorical_columns_read_as_the_reference_converts_them(categorical):
     assert pb.build_view(columns, categorical={"c"}).get_column("c").get_metric("frequent_items") is not None
 
 
-@pytest.mark.parametrize("distinct", [pb._HLL_ORDER_FREE, pb._HLL_ORDER_FREE + 1, 2000])
+@pytest.mark.parametrize("distinct", [pm._HLL_ORDER_FREE, pm._HLL_ORDER_FREE + 1, 2000])
 def test_cardinality_is_exact_on_both_sides_of_the_order_free_limit(distinct):
     values = rng.permutation(np.repeat(rng.normal(size=distinct), 5))
     built = pb.build_view({"x": values}).get_column("x").get_metric("cardinality")
@@ -190,8 +191,8 @@ def test_cardinality_is_exact_on_both_sides_of_the_order_free_limit(distinct):
 
 def test_the_order_free_limit_is_where_hll_leaves_its_exact_modes():
     """Below the limit any order gives the same estimate; just above, HLL mode starts."""
-    values = rng.normal(size=pb._HLL_ORDER_FREE)
-    sketches = [pb.HllComponent.mtype(pb._CFG.hll_lg_k) for _ in range(2)]
+    values = rng.normal(size=pm._HLL_ORDER_FREE)
+    sketches = [pm.HllComponent.mtype(pm._CFG.hll_lg_k) for _ in range(2)]
     sketches[0].update_np(values)
     sketches[1].update_np(np.sort(values)[::-1])
     assert sketches[0].get_estimate() == sketches[1].get_estimate()

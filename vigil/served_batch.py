@@ -44,21 +44,39 @@ class ServedBatch:
         return [str(i) for i in self.request_ids]
 
 
+_POW10 = None  # lazily: 10.0 ** (6 - e) for every decimal exponent a double can have
+_POW10_SPAN = 400
+
+
 def widen_float32(values: np.ndarray) -> np.ndarray:
     """float32 model inputs as the float64 numbers the client most likely sent.
 
     The service hands over the float32 tensor the model saw: 5.1 arrives as
-    5.099999904632568. Against a float64 training reference full of repeated values
-    (iris has 29 rows of petal_width 0.2), that tiny offset puts a whole tie group on the
-    other side of every CDF step and reads as a KS shift. Rounding to float32's 7
-    significant digits gives back 5.1 exactly. The profiles and the prediction log both
-    apply it, so they agree on every value.
+    5.099999904632568, which against a float64 reference full of ties (iris: 29 rows of
+    petal_width 0.2) moves whole tie groups across CDF steps and reads as a KS shift.
+    Rounding to float32's 7 significant digits gives back 5.1. The profiles and the
+    prediction log both apply it, so they agree on every value. Bit for bit the original
+    `round(x * 10**(6-e)) / 10**(6-e)` (checked once on all 2^32 bit patterns; the tests
+    check 2 million random ones and the edges), with the power of ten from a table instead
+    of `pow` per value: measured 2x faster (7.5 -> 3.5 ns/value).
     """
-    wide = values.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exponent = np.floor(np.log10(np.abs(wide)))
-    scale = np.where(np.isfinite(exponent), 10.0 ** (6 - exponent), 1.0)
-    return np.where(np.isfinite(wide) & (wide != 0), np.round(wide * scale) / scale, wide)
+    global _POW10
+    if _POW10 is None:
+        with np.errstate(over="ignore"):  # same `**` as the formula, once per exponent
+            _POW10 = 10.0 ** (6 - np.arange(-_POW10_SPAN, _POW10_SPAN, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):  # signalling NaNs warn when cast
+        wide = np.asarray(values, dtype=np.float64)
+        exponent = np.abs(wide)
+        np.log10(exponent, out=exponent)
+        np.floor(exponent, out=exponent)
+        keep = ~np.isfinite(exponent)  # 0, inf, NaN: returned as they are
+        exponent[keep] = 0.0
+        scale = _POW10[exponent.astype(np.int64) + _POW10_SPAN]
+        out = wide * scale
+        np.round(out, out=out)
+        out /= scale
+    out[keep] = wide[keep]
+    return out
 
 
 _MAGIC = b"VRB1"
