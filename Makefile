@@ -37,10 +37,11 @@ test: install system-deps
 	$(BIN)/python -m pytest
 
 # Vigil against its peers, side by side (15 s per server and concurrency), then the
-# 200,000-request memory check and the 256-client overload check: ~12 minutes; writes
+# 200,000-request memory check, the 256-client overload check, what monitoring costs (off
+# vs defaults, paired) and 16 producers feeding one monitor for 60 s: ~17 minutes; writes
 # BENCHMARKS.md + benchmarks.png.
 bench: install system-deps
-	$(BIN)/vigil bench --memory --overload $(BENCH_ARGS)
+	$(BIN)/vigil bench --memory --overload --monitoring $(BENCH_ARGS)
 
 # The soak: measure the burst maximum of the HTTP + gRPC mix, climb 30-s steps to the
 # sustained maximum (serving + monitoring keeping up), then 1 min warm-up + 10 min at 80 % of

@@ -46,11 +46,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from loadtest.bench import run_bench
 
-    flags = [f"--{name}" for name in ("smoke", "memory", "overload") if getattr(args, name)]
+    flags = [f"--{name}" for name in ("smoke", "memory", "overload", "monitoring") if getattr(args, name)]
     argv = " ".join(["vigil bench", f"--seconds {args.seconds:g}", *flags, *(["--only", args.only] if args.only else [])])
     try:
         run_bench(load_settings(), smoke=args.smoke, seconds=args.seconds, only=args.only.split(",") if args.only else None,
-                  memory=args.memory, overload=args.overload, out=Path(args.out), command=argv)
+                  memory=args.memory, overload=args.overload, monitoring=args.monitoring, out=Path(args.out),
+                  command=argv)
     except (ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     return 0
@@ -112,12 +113,9 @@ def register(commands: Commands) -> None:
         "and a bare Starlette ceiling; iris and a 300-tree forest (batched vs unbatched).\n"
         "Writes a table with the floors checked and a throughput-vs-p99 chart. Needs wrk and h2load.",
     )
-    p.add_argument("--smoke", action="store_true", help="1 s per concurrency, iris only")
-    p.add_argument("--seconds", type=float, default=15.0, help="seconds per concurrency (default: 15)")
-    p.add_argument("--only", help="comma-separated server names (see BENCHMARKS.md)")
-    p.add_argument("--memory", action="store_true", help="also check RSS after 200,000 requests vs after 20,000")
-    p.add_argument("--overload", action="store_true", help="also check 503 shedding at 256 clients and recovery")
-    p.add_argument("--out", default=str(PROJECT_ROOT / "BENCHMARKS.md"), help="report file (default: BENCHMARKS.md)")
+    from loadtest.bench import add_arguments
+
+    add_arguments(p)  # the harness's own options, one definition
 
     p = add(
         "soak",

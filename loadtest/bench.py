@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import shutil
 import sys
@@ -22,8 +23,9 @@ from vigil.paths import PROJECT_ROOT
 
 from loadtest.checks import memory_check, overload_check, worker_rss_mb
 from loadtest.grpc_load import run_grpc_load
-from loadtest.report import BenchReport, Row, add_ratios, plot, render, write_markdown
-from loadtest.servers import ALL, VIGIL_HTTP, Server, prepare_models, servers_for, vigil_server
+from loadtest.report import BenchReport, Floor, Row, add_ratios, plot, render, write_markdown
+from loadtest.servers import (ALL, VIGIL_HTTP, BenchModel, Server, monitored_server, prepare_models, servers_for,
+                              vigil_server)
 from loadtest.wrk import run_wrk
 from vigil import config
 from vigil.config import Settings
@@ -46,13 +48,16 @@ def started(server: Server, log_dir: Path):
     """Start the server's companions, then the server; check one answer; stop all at exit."""
     base = f"http://127.0.0.1:{server.port}"
     with contextlib.ExitStack() as stack:
+        companions = {}
         for companion in server.companions:
             # companions share the server's core unless they name theirs: the load generator keeps the other one
             cpu = SERVER_CPU if companion.cpu is None else companion.cpu
-            stack.enter_context(running(_pinned(companion.argv, cpu), companion.env, companion.ready_url,
-                                        log_dir / f"{server.name}-{companion.name}.log", timeout=120))
+            companions[companion.name] = stack.enter_context(running(
+                _pinned(companion.argv, cpu), companion.env, companion.ready_url,
+                log_dir / f"{server.name}-{companion.name}.log", timeout=120))
         proc = stack.enter_context(running(_pinned(server.argv), server.env, base + server.ready_path,
                                            log_dir / f"{server.name}.log", timeout=120))
+        proc.companions = companions  # type: ignore[attr-defined]  # by name; taskset execs, so pids are theirs
         answer = requests.post(base + server.path, data=server.body, headers={"content-type": "application/json"},
                                timeout=10)
         if answer.status_code != 200 or not server.check(answer.json()):
@@ -78,7 +83,7 @@ def measure(server: Server, concurrencies: list[int], seconds: float, log_dir: P
 
 
 def run_bench(settings: Settings, *, smoke: bool = False, seconds: float = 15.0, only: list[str] | None = None,
-              memory: bool = False, overload: bool = False, out: Path | None = None,
+              memory: bool = False, overload: bool = False, monitoring: bool = False, out: Path | None = None,
               command: str = "python -m loadtest.bench") -> BenchReport:
     """Run the comparison (and the optional checks) and write BENCHMARKS.md + benchmarks.png.
 
@@ -116,12 +121,37 @@ def run_bench(settings: Settings, *, smoke: bool = False, seconds: float = 15.0,
             report.memory = memory_check(f"http://127.0.0.1:{server.port}{server.path}", server.body, proc.pid,
                                          cpu=LOAD_CPU)
         print(f"  memory: {report.memory} growth {report.memory.growth:+.1%}", flush=True)
+    if monitoring:
+        _watching(report, bench_settings, iris, log_dir, seconds=3.0 if smoke else 10.0, smoke=smoke)
     add_ratios(report.rows)
     out = out or ROOT / "BENCHMARKS.md"
     chart = None if smoke or not report.rows else plot(report.rows, out.with_name("benchmarks.png"))
     write_markdown(render(report, chart, SERVER_CPU, LOAD_CPU), out)
     print(f"wrote {out}" + (f" and {chart}" if chart else ""))
     return report
+
+
+def _watching(report: BenchReport, settings: Settings, model: BenchModel, log_dir: Path, seconds: float,
+              smoke: bool) -> None:
+    """What monitoring costs (off vs defaults, paired) and one monitor under a fleet of producers."""
+    from loadtest import monitor_scale, monitoring_cost
+
+    off = vigil_server(settings, model, VIGIL_HTTP, free_port)
+    on = monitored_server(settings, model, free_port)
+    on.companions[0] = dataclasses.replace(on.companions[0], cpu=LOAD_CPU)  # the monitor: its own deployment
+    concurrencies = [16] if smoke else [16, 64]
+    pairs = 2 if smoke else monitoring_cost.PAIRS
+    with started(off, log_dir) as off_proc, started(on, log_dir) as on_proc:
+        monitor_pid = on_proc.companions["monitor"].pid
+        costs = monitoring_cost.measure_cost((f"http://127.0.0.1:{off.port}{off.path}", off_proc.pid),
+                                             (f"http://127.0.0.1:{on.port}{on.path}", on_proc.pid, monitor_pid),
+                                             off.body, concurrencies, seconds, LOAD_CPU, pairs)
+    report.sections.append(monitoring_cost.render(costs, seconds, pairs))
+    report.extra_floors += [Floor(*row) for row in monitoring_cost.floors(costs)]
+    scale = monitor_scale.run_scale(producers=16, rows=13_500, seconds=10.0 if smoke else 60.0, monitor_cpu=SERVER_CPU)
+    print(f"  scale-out: {scale.summary()}", flush=True)
+    report.sections.append(monitor_scale.render(scale))
+    report.extra_floors += [Floor(*row) for row in monitor_scale.floors(scale)]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,6 +168,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", help=f"comma-separated servers: {','.join(ALL)}")
     p.add_argument("--memory", action="store_true", help="also check RSS after 200,000 requests vs after 20,000")
     p.add_argument("--overload", action="store_true", help="also check 503 shedding at 256 clients and recovery")
+    p.add_argument("--monitoring", action="store_true",
+                   help="also measure what monitoring costs (off vs defaults, paired) and 16 producers feeding one monitor")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the Markdown report (chart goes next to it)")
 
 
@@ -148,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run_bench(config.load(), smoke=args.smoke, seconds=args.seconds,
                            only=args.only.split(",") if args.only else None, memory=args.memory,
-                           overload=args.overload, out=Path(args.out),
+                           overload=args.overload, monitoring=args.monitoring, out=Path(args.out),
                            command=" ".join(["python -m loadtest.bench", *argv]))
     except (ValueError, RuntimeError) as exc:
         print(f"bench: {exc}", file=sys.stderr)

@@ -25,6 +25,13 @@ class Row:
     ratio_to_ceiling: float | None = None
 
 
+@dataclass(frozen=True)
+class Floor:
+    name: str
+    value: str
+    ok: bool
+
+
 @dataclass
 class BenchReport:
     rows: list[Row] = field(default_factory=list)
@@ -32,13 +39,8 @@ class BenchReport:
     memory: MemoryResult | None = None
     overload: OverloadResult | None = None
     notes: dict[str, str] = field(default_factory=dict)  # server -> how it was configured
-
-
-@dataclass(frozen=True)
-class Floor:
-    name: str
-    value: str
-    ok: bool
+    extra_floors: list[Floor] = field(default_factory=list)  # from the monitoring sections below
+    sections: list[list[str]] = field(default_factory=list)  # Markdown sections after the main table
 
 
 def add_ratios(rows: list[Row], ceiling: str = CEILING) -> None:
@@ -87,7 +89,7 @@ def floors(report: BenchReport, top: int = 64) -> list[Floor]:
         m = report.memory
         out.append(Floor(f"memory flat: RSS after {m.total_requests:,} within 10 % of after {m.early_requests:,}",
                          f"{m.early_rss_mb:.0f} → {m.total_rss_mb:.0f} MB ({m.growth:+.1%})", abs(m.growth) <= 0.10))
-    return out
+    return out + report.extra_floors
 
 
 def _table(report: BenchReport) -> list[str]:
@@ -118,6 +120,8 @@ def render(report: BenchReport, chart: Path | None, server_cpu: int, load_cpu: i
     if found:
         lines += ["", "| floor | measured | met |", "|---|---|---|"]
         lines += [f"| {f.name} | {f.value} | {'yes' if f.ok else '**no**'} |" for f in found]
+    for section in report.sections:
+        lines += ["", *section]
     if chart is not None:
         lines += ["", f"![throughput vs p99]({chart.name})"]
     lines += ["", "Produced by:", "", "```", *report.commands, "```"]

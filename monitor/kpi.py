@@ -2,7 +2,7 @@
 
 Labels may carry an `outcome` (true/false) and a numeric `value` beside the label
 (CONTRACT.md, Labels). They are kept in `label_business` by request id and joined with
-the stored predictions, so each KPI lands on the version and window that served the row.
+the labelled rows, so each KPI lands on the version and window that served the row.
 `champion_vs_previous` compares the champion with the version before it, so a version can
 be judged on what it earns, not only on accuracy.
 """
@@ -17,8 +17,8 @@ from monitor.store import Store
 _FIELDS = ("labels", "outcomes", "outcome_rate", "values", "value_sum", "value_mean")
 _SELECT = (
     "SELECT {group} COUNT(p.label), COUNT(b.outcome), AVG(b.outcome), COUNT(b.value), SUM(b.value), AVG(b.value)"
-    " FROM predictions p LEFT JOIN label_business b ON b.request_id = p.request_id"
-    " WHERE p.model = ? AND p.version = ? AND p.label IS NOT NULL {tail}"
+    " FROM labelled p LEFT JOIN label_business b ON b.request_id = p.request_id"
+    " WHERE p.model = ? AND p.version = ? {tail}"
 )
 # Which version is champion, cached briefly: a scrape must not query the registry every time,
 # but a champion move must show in the champion-vs-previous KPIs within a few seconds.

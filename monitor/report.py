@@ -97,7 +97,7 @@ def _version_section(monitor: Monitor, entry: dict[str, Any]) -> str:
     if latest is None:
         return title + "<p>No traffic yet.</p>"
     ref = monitor.references.get(model, version)
-    view = monitor._window_view((model, version, latest["window_start"]))
+    view = monitor.window_view(model, version, latest["window_start"])
     verdict = "DATASET DRIFT" if latest["dataset_drift"] else "no dataset drift"
     pred = latest["prediction_drift"]
     plots = [

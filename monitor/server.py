@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from monitor.labels import JOIN_EVERY_S
 from monitor.state import Monitor
 from monitor.wire import WireError
 from vigil.asgi import BodyTooLarge, Disconnected, read_body
@@ -104,15 +105,20 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async def expire_forever() -> None:
+        async def every(seconds: float, job: Callable[[], Any], what: str) -> None:
             while True:
-                await run_in_threadpool(mon.expire)
-                await asyncio.sleep(_EXPIRE_EVERY_S)
+                try:
+                    await run_in_threadpool(job)
+                except Exception:  # a full disk, a damaged file: logged, retried on the next turn
+                    log.exception("%s failed", what)
+                await asyncio.sleep(seconds)
 
-        task = asyncio.create_task(expire_forever())
+        tasks = [asyncio.create_task(every(_EXPIRE_EVERY_S, mon.expire, "retention")),
+                 asyncio.create_task(every(JOIN_EVERY_S, mon.join_labels, "label join"))]
         worker = start_worker(lifecycle) if port is not None and settings.lifecycle_worker else None
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         if worker is not None:
             worker[1].set()
             await run_in_threadpool(worker[0].join, 5.0)

@@ -1,9 +1,10 @@
 """The monitor's persisted state: one SQLite file under ``<home>/monitor``.
 
-Everything a restart must not lose lives here — seen batch ids, merged window profiles,
-predictions waiting for labels, labels waiting for predictions, ADWIN states and
-detections, label counters. Each ingest or label post is one transaction, which is what
-makes ingestion exactly-once under replays and `kill -9`.
+Everything a restart must not lose lives here: seen batch ids, merged window profiles,
+per-version ingest totals, labels waiting for their rows, labelled rows, ADWIN states and
+detections, label counters. It grows with profiles and labels, never with the rows
+served (those are in the prediction log). Each ingest or label join is one transaction,
+which is what makes ingestion exactly-once under replays and `kill -9`.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
   batch_id TEXT PRIMARY KEY, model TEXT, version TEXT, window_start INTEGER,
   rows INTEGER, ts REAL, received_at REAL, producer TEXT);
+CREATE INDEX IF NOT EXISTS batches_received ON batches (received_at);
 CREATE TABLE IF NOT EXISTS windows (
   model TEXT, version TEXT, window_start INTEGER, rows INTEGER, batches INTEGER,
   profile BLOB, updated_at REAL, PRIMARY KEY (model, version, window_start));
 CREATE TABLE IF NOT EXISTS versions (
   model TEXT, version TEXT, task TEXT, classes TEXT, adwin BLOB, errors_seen INTEGER DEFAULT 0,
+  profiles INTEGER DEFAULT 0, rows INTEGER DEFAULT 0, last_ts REAL, last_received REAL, last_lag REAL,
   PRIMARY KEY (model, version));
-CREATE TABLE IF NOT EXISTS predictions (
+CREATE TABLE IF NOT EXISTS labelled (
   request_id TEXT PRIMARY KEY, model TEXT, version TEXT, window_start INTEGER, ts REAL,
   prediction TEXT, scores TEXT, label TEXT, labelled_at REAL);
-CREATE INDEX IF NOT EXISTS predictions_window ON predictions (model, version, window_start);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE INDEX IF NOT EXISTS labelled_window ON labelled (model, version, window_start);
+CREATE INDEX IF NOT EXISTS labelled_ts ON labelled (ts);
 CREATE TABLE IF NOT EXISTS pending_labels (request_id TEXT PRIMARY KEY, label TEXT, received_at REAL);
 CREATE TABLE IF NOT EXISTS detections (
   model TEXT, version TEXT, row_index INTEGER, ts REAL, window_start INTEGER);
@@ -43,6 +46,31 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER);
 CREATE TABLE IF NOT EXISTS label_business (
   request_id TEXT PRIMARY KEY, outcome INTEGER, value REAL, received_at REAL);
 """
+# Per-version ingest totals that older state files lack (added without losing anything).
+_VERSION_COLUMNS = {"profiles": "INTEGER DEFAULT 0", "rows": "INTEGER DEFAULT 0", "last_ts": "REAL",
+                    "last_received": "REAL", "last_lag": "REAL"}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a state file written by an older monitor to this schema.
+
+    Contract v1 kept every served row in `predictions`; only the labelled ones still
+    matter (quality, ADWIN, KPIs), so they move to `labelled` and the rest goes. Ingest
+    totals per version, once summed from `batches` on every read, become columns.
+    """
+    have = {row[1] for row in conn.execute("PRAGMA table_info(versions)")}
+    for column, kind in _VERSION_COLUMNS.items():
+        if column not in have:
+            conn.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'predictions'").fetchone():
+        conn.execute("INSERT OR IGNORE INTO labelled SELECT request_id, model, version, window_start, ts, prediction,"
+                     " scores, label, labelled_at FROM predictions WHERE label IS NOT NULL")
+        conn.execute("DROP TABLE predictions")
+    if "profiles" not in have:
+        conn.execute("UPDATE versions SET profiles = (SELECT COUNT(*) FROM batches b WHERE b.model = versions.model"
+                     " AND b.version = versions.version), rows = (SELECT COALESCE(SUM(rows), 0) FROM batches b"
+                     " WHERE b.model = versions.model AND b.version = versions.version), last_ts = (SELECT MAX(ts)"
+                     " FROM batches b WHERE b.model = versions.model AND b.version = versions.version)")
 
 
 def dumps(value: Any) -> str:
@@ -76,6 +104,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
             conn.executescript(SCHEMA)
+            _migrate(conn)
             problem = conn.execute("PRAGMA quick_check").fetchone()[0]
             if problem != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {problem}")

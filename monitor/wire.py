@@ -1,4 +1,4 @@
-"""The monitor's half of the profile-stream contract (see CONTRACT.md, version 1).
+"""The monitor's half of the profile-stream contract (see CONTRACT.md, version 2; version 1 accepted).
 
 Only parsing and validation: nothing is imported from the service side.
 """
@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # what this monitor documents and producers send
+CONTRACT_VERSIONS = (1, 2)  # what it accepts: v1 producers keep working through a rolling upgrade
 TASKS = ("classification", "regression")
 
 
@@ -28,8 +29,9 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class ProfileMessage:
-    """One served batch as received from a producer."""
+    """One profile of served rows as received from a producer (contract v2, or v1 during an upgrade)."""
 
+    contract: int
     batch_id: str
     producer: str
     model: str
@@ -38,9 +40,6 @@ class ProfileMessage:
     timestamp: float
     rows: int
     profile: bytes
-    request_ids: list[str]
-    predictions: list[Any]
-    scores: list[list[float]] | None
     classes: list[Any]
 
 
@@ -76,9 +75,10 @@ def parse(body: bytes) -> ProfileMessage:
         raise WireError(400, "malformed", "body is not JSON") from None
     if not isinstance(data, dict):
         raise WireError(400, "malformed", "body must be a JSON object")
-    version = data.get("v")
-    if version != CONTRACT_VERSION:
-        raise WireError(422, "version", f"unsupported contract version {version!r} (this monitor speaks {CONTRACT_VERSION})")
+    contract = data.get("v")
+    if contract not in CONTRACT_VERSIONS:
+        raise WireError(422, "version", f"unsupported contract version {contract!r} (this monitor speaks "
+                                        f"{' and '.join(map(str, CONTRACT_VERSIONS))})")
     batch_id = _field(data, "batch_id", str)
     if not 0 < len(batch_id) <= 128:
         raise WireError(400, "malformed", "batch_id must have 1 to 128 characters")
@@ -95,21 +95,14 @@ def parse(body: bytes) -> ProfileMessage:
         profile = base64.b64decode(_field(data, "profile", str), validate=True)
     except (binascii.Error, ValueError):
         raise WireError(400, "malformed", "profile is not valid base64") from None
-    scores = data.get("scores")
     classes = data.get("classes") or []
-    # anything but a list of scalars (classes) or of numbers (scores) is the sender's error, a 400
+    # anything but a list of JSON scalars is the sender's error, a 400
     if not isinstance(classes, list) or not all(_is_scalar(c) for c in classes):
         raise WireError(400, "malformed", "field 'classes' must be a list of JSON scalars")
-    if scores is not None:
-        scores = _rows_list(data, "scores", rows)
-        if any(not isinstance(s, list) or len(s) != len(classes) for s in scores):
-            raise WireError(400, "malformed", f"each scores row must have {len(classes)} entries (one per class)")
-        if not all(_is_number(x) for s in scores for x in s):
-            raise WireError(400, "malformed", "scores must be numbers")
-    predictions = _rows_list(data, "predictions", rows)
-    if not all(_is_scalar(p) for p in predictions):
-        raise WireError(400, "malformed", "field 'predictions' must hold JSON scalars (one per row)")
+    if contract == 1:
+        _check_v1_rows(data, rows, len(classes))
     return ProfileMessage(
+        contract=contract,
         batch_id=batch_id,
         producer=str(data.get("producer", "")),
         model=_field(data, "model", str),
@@ -118,11 +111,23 @@ def parse(body: bytes) -> ProfileMessage:
         timestamp=timestamp,
         rows=rows,
         profile=profile,
-        request_ids=[str(i) for i in _rows_list(data, "request_ids", rows)],
-        predictions=predictions,
-        scores=scores,
         classes=list(classes),
     )
+
+
+def _check_v1_rows(data: dict[str, Any], rows: int, classes: int) -> None:
+    """A v1 message also carries per-row ids, predictions and scores: still checked, no longer used
+    (labels join against the prediction log, which v1 producers write as well)."""
+    scores = data.get("scores")
+    if scores is not None:
+        scores = _rows_list(data, "scores", rows)
+        if any(not isinstance(s, list) or len(s) != classes for s in scores):
+            raise WireError(400, "malformed", f"each scores row must have {classes} entries (one per class)")
+        if not all(_is_number(x) for s in scores for x in s):
+            raise WireError(400, "malformed", "scores must be numbers")
+    if not all(_is_scalar(p) for p in _rows_list(data, "predictions", rows)):
+        raise WireError(400, "malformed", "field 'predictions' must hold JSON scalars (one per row)")
+    _rows_list(data, "request_ids", rows)
 
 
 @dataclass(frozen=True)

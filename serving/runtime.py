@@ -41,7 +41,12 @@ SWAP_TIMEOUT_S = 30.0  # the loop must run the swap within this, or the reload t
 
 
 class IdGenerator:
-    """Request ids: a random per-worker prefix + a counter (uuid4 per row is measurably slower)."""
+    """Request ids: a random per-worker prefix + a zero-padded hex counter (uuid4 per row is slower).
+
+    Padded, the ids of one worker sort in the order they were served, so each row group
+    of the prediction log (sorted by id) covers one narrow id range: the monitor's label
+    join then reads only the row group that holds a labelled id (monitor/row_index.py).
+    """
 
     def __init__(self) -> None:
         self.prefix = f"{os.getpid():x}{secrets.token_hex(3)}"
@@ -49,7 +54,7 @@ class IdGenerator:
 
     def take(self, n: int) -> list[str]:
         prefix, counter = self.prefix, self._counter
-        return [f"{prefix}-{next(counter)}" for _ in range(n)]
+        return [f"{prefix}-{next(counter):012x}" for _ in range(n)]
 
 
 class Runtime:

@@ -203,7 +203,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
               "VIGIL_RELOAD_WEBHOOK_SECRET": WEBHOOK_SECRET}
     guarded = load({**common, "VIGIL_HOME": str(root / "guarded"), "VIGIL_GRPC_PORT": str(grpc_port),
                     "VIGIL_API_TOKEN_FILE": str(token_file), "VIGIL_PREDICT_TOKEN": PREDICT_TOKEN,
-                    "VIGIL_PROFILE_LINGER_MS": "0"})
+                    "VIGIL_PROFILE_SLICE_SECONDS": "0.05"})
     open_ = load({**common, "VIGIL_HOME": str(root / "open"), "VIGIL_GRPC_PORT": "0", "VIGIL_PROFILE_STREAM": "0"})
     procs = []
     try:
@@ -354,7 +354,7 @@ def test_a_wrong_api_token_spools_profiles_instead_of_dropping_them(stack) -> No
     model = stack["model"]
     rows = np.asarray(model.rows, dtype=float)
     settings = load({"VIGIL_HOME": str(stack["root"] / "producer"), "VIGIL_MONITOR_URL": stack["monitor"],
-                     "VIGIL_API_TOKEN": "wrong", "VIGIL_PROFILE_LINGER_MS": "0"})
+                     "VIGIL_API_TOKEN": "wrong", "VIGIL_PROFILE_SLICE_SECONDS": "0.05"})
     batch = ServedBatch("iris", "2", {n: rows[:, i] for i, n in enumerate(IRIS_FEATURES)}, model.labels,
                         scores=model.probabilities, classes=[0, 1, 2])
     wrong = ProfileStreamer(settings, registry=CollectorRegistry())

@@ -23,7 +23,7 @@ import pytest
 import requests
 from sklearn import metrics as skm
 
-from helpers import free_port, stop_process_group, wait_ready
+from helpers import free_port, stop_process_group, wait_for, wait_ready
 from vigil import config
 from vigil.config import Settings
 
@@ -101,6 +101,18 @@ class Stack:
         response = requests.post(self.monitor_url + "/v1/labels", json=labels, timeout=60)
         response.raise_for_status()
         return response.json()
+
+    def labels_joined(self, model: str) -> int:
+        return self.status(model).get("labels_joined", 0)
+
+    def label(self, model: str, labels: list[dict], timeout: float = 30) -> dict:
+        """Post labels and wait until all are joined: their rows reach the prediction log when the
+        service's agent flushes it (VIGIL_PREDICTION_LOG_FLUSH_SECONDS), and the monitor joins them then."""
+        before = self.labels_joined(model)
+        answer = self.post_labels(labels)
+        wait_for(lambda: self.labels_joined(model) >= before + len(labels), timeout,
+                 f"{len(labels)} labels of {model} joining their logged rows")
+        return answer
 
 
 def _sea(n: int, change: int, seed: int) -> pd.DataFrame:
@@ -258,8 +270,8 @@ def test_shifted_iris_drifts_within_two_windows_not_before_and_quality_matches_s
     print(f"\niris shift: verdicts before {before}, after {after}; rows/window "
           f"{[h['rows'] for h in history]}")
 
-    result = stack.post_labels([{"request_id": i, "label": v} for i, v in labels.items()])
-    assert result["joined"] == len(labels)
+    result = stack.label("iris", [{"request_id": i, "label": v} for i, v in labels.items()])
+    assert result["joined"] + result["pending"] == len(labels) and result["duplicate"] == 0
     assert _assert_quality_matches_sklearn(stack, "iris", served, labels) >= 2
 
 
@@ -279,7 +291,7 @@ def test_sea_concept_change_fires_adwin_through_labels_and_stable_inputs_raise_n
     assert status["rows_ingested"] == len(rows)
     for i in range(0, len(ids), 500):  # labels arrive later, in stream order
         chunk = [{"request_id": r, "label": t} for r, t in zip(ids[i:i + 500], truth[i:i + 500])]
-        assert stack.post_labels(chunk)["joined"] == len(chunk)
+        stack.label("sea", chunk)
 
     drift = stack.drift("sea")
     windows = [h for h in drift["history"] if h["window_start"] >= begin]
@@ -361,8 +373,8 @@ def test_kill9_monitor_under_load_fails_no_prediction_and_ingests_every_profile_
     # restart between prediction and label: the join still happens
     stack.monitor.kill9()
     stack.monitor.spawn().wait()
-    result = stack.post_labels([{"request_id": i, "label": 0} for i in ids])
-    assert result["joined"] == len(ids)
+    result = stack.label("iris", [{"request_id": i, "label": 0} for i in ids])
+    assert result["duplicate"] == 0
 
     bad = requests.post(stack.monitor_url + "/v1/profiles", data=b"\x00garbage", timeout=10)
     assert bad.status_code == 400 and stack_rejected(stack)["malformed"] >= 1

@@ -1,20 +1,22 @@
-"""The serving side of the profile stream without processes: batch feed, float32 widening, coalescing."""
+"""The serving side of the profile stream without processes: hand-off records, widening, slices, messages."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 
 import numpy as np
-import pytest
+import orjson
 
-from vigil.config import load
 from vigil.schema import Feature, OnnxInput, ServingSchema
 from serving.batcher import Batcher
 from serving.model import Prediction
-from serving.producer.feed import feature_columns
-from serving.producer.coalesce import coalesce
-from serving.producer.message import profile_frame
+from serving.producer.feed import combine, feature_columns
+from serving.producer.message import batch_message
+from serving.producer.slices import Slicer, view_rows
 from vigil.served_batch import ServedBatch, widen_float32
+from vigil.whylogs_compat import deserialize
 
 
 def test_feature_columns_follow_the_schema_across_onnx_inputs() -> None:
@@ -30,23 +32,68 @@ def test_feature_columns_follow_the_schema_across_onnx_inputs() -> None:
 def test_float32_inputs_are_profiled_as_the_numbers_the_client_sent() -> None:
     sent = [5.1, 0.2, 3.14159, 1e-5, -2.35, 0.0, 123456.7]
     assert widen_float32(np.array(sent, dtype=np.float32)).tolist() == sent
-    frame = profile_frame(ServedBatch("m", "1", {"x": np.array([0.2], dtype=np.float32)}, [1], classes=[0, 1]))
-    assert frame["x"].tolist() == [0.2] and frame["prediction"].tolist() == ["1"]
+    body = orjson.loads(batch_message(ServedBatch("m", "1", {"x": np.array([0.2], dtype=np.float32)}, np.array([1]),
+                                                  classes=[0, 1])))
+    view = deserialize(base64.b64decode(body["profile"]))
+    x = view.get_column("x").to_summary_dict()
+    assert x["distribution/max"] == 0.2 and x["distribution/min"] == 0.2
+    items = view.get_column("prediction").to_summary_dict()["frequent_items/frequent_strings"]
+    assert [(i.value, i.est) for i in items] == [("1", 1)]  # a classifier's label is a category
+    assert body["v"] == 2 and body["rows"] == 1 and "request_ids" not in body and "predictions" not in body
 
 
-def _batch(ts: float, ids: list[str], model: str = "m") -> ServedBatch:
-    n = len(ids)
+class _Bundle:
+    """What the batcher reports as the model: a bundle's schema and registry version."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.schema = ServingSchema("m", "1", "classification", [Feature("a", "number"), Feature("b", "number")],
+                                    [OnnxInput("X", "float32", ["a", "b"])], "label", "probabilities", [0, 1])
+
+
+def test_combine_makes_one_record_per_model_version_with_each_rows_serve_time() -> None:
+    v1, v2 = _Bundle("1"), _Bundle("2")
+    x = np.array([[1, 2], [3, 4]], dtype=np.float32)
+
+    def served(t: float, model: _Bundle, rows: int, ids: list[str]):
+        return (t, model, {"X": x[:rows]}, Prediction(np.arange(rows), np.full((rows, 2), 0.5)), ids)
+
+    records = combine([served(10.0, v1, 2, ["a", "b"]), served(10.5, v2, 1, ["z"]), served(11.0, v1, 1, ["c"])])
+    assert [(r.version, r.ids()) for r in records] == [("1", ["a", "b", "c"]), ("2", ["z"])]
+    first = records[0]
+    assert first.columns["b"].tolist() == [2, 4, 2] and first.scores.shape == (3, 2)
+    assert first.served_at().tolist() == [10.0, 10.0, 11.0] and first.timestamp == 10.0
+
+
+def _batch(ts: float, n: int, model: str = "m") -> ServedBatch:
     return ServedBatch(model, "1", {"a": np.arange(n, dtype=float)}, np.zeros(n, dtype=int), scores=np.full((n, 2), 0.5),
-                       classes=[0, 1], request_ids=ids, timestamp=ts)
+                       classes=[0, 1], timestamp=ts, row_times=np.linspace(ts, ts + 0.01, n))
 
 
-def test_coalesce_merges_per_model_and_window_keeping_row_order() -> None:
-    batches = [_batch(120.1, ["a", "b"]), _batch(120.5, ["c"]), _batch(120.6, ["z"], model="other"),
-               _batch(180.0, ["d"])]  # the next 60 s window
-    merged = coalesce(batches, 60)
-    assert [(m.model, list(m.request_ids)) for m in merged] == [("m", ["a", "b", "c"]), ("other", ["z"]), ("m", ["d"])]
-    first = merged[0]
-    assert first.timestamp == 120.1 and first.columns["a"].tolist() == [0, 1, 0] and first.scores.shape == (3, 2)
+def test_slices_never_span_two_windows_and_count_every_row_once() -> None:
+    slicer = Slicer(window_seconds=60, slice_seconds=3600, slice_rows=10_000)
+    slicer.add(_batch(100.0, 5))
+    slicer.add(_batch(119.995, 4))  # its rows straddle the 120 s window boundary
+    slicer.add(_batch(130.0, 3, model="other"))
+    assert slicer.rows == 12
+    slices = slicer.due()  # windows that ended long ago are due at once
+    got = sorted((s.model, int(s.first_served // 60), view_rows(deserialize(base64.b64decode(
+        orjson.loads(s.message("p"))["profile"])))) for s in slices)
+    assert got == [("m", 1, 5 + 2), ("m", 2, 2), ("other", 2, 3)]
+    assert slicer.rows == 0
+
+
+def test_a_slice_is_due_by_age_by_rows_or_when_its_window_is_over() -> None:
+    now = time.time()
+    slicer = Slicer(window_seconds=3600, slice_seconds=0.05, slice_rows=8)
+    slicer.add(_batch(now, 3))
+    assert slicer.due() == []  # young, small, its window still open
+    time.sleep(0.06)
+    assert [s.rows for s in slicer.due()] == [3]  # old enough
+    slicer.add(_batch(now, 8))
+    assert [s.rows for s in slicer.due()] == [8]  # full
+    slicer.add(_batch(now - 7200, 2))
+    assert [s.rows for s in slicer.due()] == [2]  # its window ended long ago (a replayed spill)
 
 
 def test_batcher_reports_each_batch_once_with_its_ids() -> None:
@@ -76,7 +123,3 @@ def test_batcher_reports_each_batch_once_with_its_ids() -> None:
     assert seen == [(4, ["r1", "r2", "r3", "r4"])]  # one batch, one report, ids in row order
 
 
-def test_linger_setting_is_validated() -> None:
-    assert load({"VIGIL_PROFILE_LINGER_MS": "0"}).profile_linger_ms == 0
-    with pytest.raises(ValueError, match="VIGIL_PROFILE_LINGER_MS"):
-        load({"VIGIL_PROFILE_LINGER_MS": "soon"})

@@ -193,7 +193,7 @@ def test_corrupt_monitor_state_is_quarantined_and_the_monitor_keeps_ingesting(wo
     assert "not a database" in quarantined["reason"]
     assert "is corrupt" in monitor.log.read_text()
     # ...and it ingests: a service streaming to it gets its rows counted (fault 2 checks the exact count).
-    ctx, base = _serve(replace(world, monitor_url=monitor.url), "ingest", VIGIL_PROFILE_LINGER_MS="0")
+    ctx, base = _serve(replace(world, monitor_url=monitor.url), "ingest", VIGIL_PROFILE_SLICE_SECONDS="0.05")
     with ctx:
         for _ in range(20):
             assert requests.post(f"{base}/predict", json=ROW, timeout=10).ok
@@ -208,9 +208,9 @@ def test_hung_and_slow_monitor_leave_latency_alone_and_profiles_arrive_exactly_o
 ) -> None:
     before = monitor.rows_ingested()
     proxy = Proxy(monitor.port)
-    # Default linger: batches within 100 ms merge into one profile, so profiling keeps up.
+    # Default slices: one profile a second, whatever the request rate.
     ctx, base = _serve(replace(world, monitor_url=f"http://127.0.0.1:{proxy.port}"), "hung")
-    n, runs = 300, 3
+    n, runs = 200, 5
     sent = 0
     p50: dict[str, list[float]] = {"healthy": [], "hung": [], "slow": []}
     try:
@@ -238,28 +238,30 @@ def test_hung_and_slow_monitor_leave_latency_alone_and_profiles_arrive_exactly_o
             _wait_for(lambda: not list(spool.glob("*.json")), 60, "the spool replayed")
             time.sleep(3)  # the last profiles (and any duplicate) land by now
             dropped = _metric(base, "vigil_profiles_dropped_total", '{reason="spool_full"}')
-            queue_full = _metric(base, "vigil_profiles_dropped_total", '{reason="queue_full"}')
+            lost_before_agent = _metric(base, "vigil_profile_agent_dropped_total", '{reason="spill_full"}') + \
+                _metric(base, "vigil_profile_agent_dropped_total", '{reason="agent_died"}')
             spooled = _metric(base, "vigil_profiles_spooled_total")
             replayed = _metric(base, "vigil_profiles_replayed_total")
     finally:
         proxy.close()
     medians = {mode: statistics.median(values) for mode, values in p50.items()}
-    print(f"\nfault 2: p50 ms per run {p50}; medians {medians}")
+    # Each round ran healthy, hung, slow back to back: the ratio within a round cancels the
+    # machine's drift, and the median over rounds the noise of any one of them.
+    ratios = {mode: statistics.median(m / h for m, h in zip(p50[mode], p50["healthy"])) for mode in ("hung", "slow")}
+    print(f"\nfault 2: p50 ms per run {p50}; medians {medians}; paired ratios {ratios}")
     # At least one send timed out against the hung monitor and went to the spool (under a
-    # loaded suite, coalescing can fold the whole hung stretch into one message).
+    # loaded suite, one slice can hold the whole hung stretch).
     assert spooled >= 1, "the hung monitor should have sent profiles to the spool"
     assert replayed == spooled, "every spooled profile is replayed once the monitor answers"
     ingested = monitor.rows_ingested() - before
     print(f"fault 2: rows served {sent}, ingested {ingested}, spooled {spooled:.0f}, replayed {replayed:.0f}, "
-          f"dropped batches queue_full {queue_full:.0f}")
+          f"lost before the agent {lost_before_agent:.0f}")
     assert dropped == 0
     assert ingested <= sent, "a replayed profile was ingested twice"
-    # Exactly once: a hung sender backs the agent up (back-pressure into its inbox and the
-    # worker's disk spill), it never drops.
-    assert queue_full == 0 and ingested == sent, (ingested, sent, queue_full)
+    # Exactly once: a hung sender only delays the agent's slices (they spool), nothing is lost.
+    assert lost_before_agent == 0 and ingested == sent, (ingested, sent, lost_before_agent)
     for mode in ("hung", "slow"):
-        # 10 % of a ~2 ms p50 is 0.2 ms: on a shared 2-core box we hold 25 % (see the report).
-        assert medians[mode] <= medians["healthy"] * 1.25 + 0.3, (mode, medians)
+        assert ratios[mode] <= 1.10, (mode, ratios, p50)  # within 10 % of the healthy run
 
 
 # -- fault 3: the spool cap -------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def test_hung_and_slow_monitor_leave_latency_alone_and_profiles_arrive_exactly_o
 def test_full_spool_drops_the_newest_counts_it_and_the_alert_fires(world: Settings, tmp_path: Path) -> None:
     cap = 16_000
     home = replace(world, monitor_url=f"http://127.0.0.1:{free_port()}")  # nobody listens there
-    ctx, base = _serve(home, "spool", VIGIL_PROFILE_SPOOL_BYTES=str(cap), VIGIL_PROFILE_LINGER_MS="0")
+    ctx, base = _serve(home, "spool", VIGIL_PROFILE_SPOOL_BYTES=str(cap), VIGIL_PROFILE_SLICE_SECONDS="0.05")
     spool = world.spool_dir
     with ctx:
         session = requests.Session()
@@ -278,9 +280,14 @@ def test_full_spool_drops_the_newest_counts_it_and_the_alert_fires(world: Settin
             for _ in range(20):
                 assert session.post(f"{base}/predict", json=ROW, timeout=10).ok
         kept = sorted(p.name for p in spool.glob("*.json"))
-        for _ in range(40):  # more traffic while full: only new profiles may be lost
-            assert session.post(f"{base}/predict", json=ROW, timeout=10).ok
-        _wait_for(lambda: dropped() >= 5, 20, "more spool_full drops")
+        first_drops = dropped()
+
+        def more_traffic_dropped() -> bool:  # more traffic while full: only new profiles may be lost
+            for _ in range(10):
+                assert session.post(f"{base}/predict", json=ROW, timeout=10).ok
+            return dropped() >= first_drops + 2
+
+        _wait_for(more_traffic_dropped, 20, "more spool_full drops")
         total_dropped = dropped()
         still = sorted(p.name for p in spool.glob("*.json"))
     assert kept and still[: len(kept)] == kept, "the oldest spooled profiles must be kept (newest dropped)"
@@ -309,7 +316,7 @@ tests:
             exp_annotations:
               summary: "Profiles dropped (spool_full)"
               description: "The service lost profiles in the last 10 minutes: monitoring has a gap for those batches."
-              runbook: "queue_full: raise VIGIL_PROFILE_QUEUE_SIZE or ORT/profiling CPU; spool_full: restore the monitor; rejected: read the monitor's 4xx reason (vigil_monitor_rejected_total)."
+              runbook: "spool_full: restore the monitor (or raise VIGIL_PROFILE_SPOOL_BYTES); error: read the service log (a batch could not be profiled); rejected: read the monitor's 4xx reason (vigil_monitor_rejected_total)."
 """)
     result = subprocess.run(["promtool", "test", "rules", str(test)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -307,7 +307,7 @@ def test_batches_never_mix_models_and_report_the_serving_model() -> None:
 
 def test_profiles_carry_the_version_that_served_the_batch(tmp_path: Path) -> None:
     from serving.bundle import load_bundle
-    from serving.producer.feed import BatchFeed
+    from serving.producer.feed import BatchFeed, combine
     from serving.source import ModelFolder
 
     settings = load({"VIGIL_HOME": str(tmp_path)})
@@ -321,4 +321,4 @@ def test_profiles_carry_the_version_that_served_the_batch(tmp_path: Path) -> Non
     # a folder served without a registry version reports the schema's own
     local = load_bundle(settings, ModelFolder(built.folder, str(built.folder)))
     feed(inputs, local.predict(inputs), ["b"], local)
-    assert [(b.model, b.version) for b in sent] == [("iris", "7"), ("iris", "1")]
+    assert [(b.model, b.version, b.ids()) for b in combine(sent)] == [("iris", "7", ["a"]), ("iris", "1", ["b"])]

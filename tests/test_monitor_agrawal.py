@@ -12,8 +12,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.tree import DecisionTreeClassifier
 
 from monitor.reference import install_reference
-from test_monitor_stream import T0, WINDOW, _stream, monitor, settings  # noqa: F401  (fixtures)
-from serving.producer.stream import ProfileStreamer
+from test_monitor_stream import T0, WINDOW, Agent, _stream, monitor, settings  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 ROWS, CHANGE, PER_WINDOW = 3072, 1536, 512
@@ -44,7 +43,7 @@ def test_agrawal_function_change_fires_adwin_and_no_data_drift(settings, monitor
     live, labels = _agrawal(ROWS, seed=21, function=0, change_to=2)
     preds = model.predict(live)
     ids = [f"ag-{i}" for i in range(ROWS)]
-    streamer = ProfileStreamer(settings)
+    streamer = Agent(settings)  # profiles to the monitor, rows to the prediction log
     _stream(streamer, "agrawal", live, preds, model.predict_proba(live), [0, 1], T0, ids=ids, rows_per_window=PER_WINDOW)
     assert streamer.flush(60), streamer.stats()
     streamer.close()

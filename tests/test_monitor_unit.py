@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import orjson
 import pandas as pd
@@ -14,7 +16,8 @@ from monitor.reference import ReferenceStore, UnknownModel, install_reference
 from monitor.state import Monitor
 from monitor.wire import LabelRecord, WireError, parse, parse_label_records
 from vigil.config import load
-from serving.producer.message import build_message
+from serving.producer.message import batch_message
+from vigil.predlog.writer import RowLog
 from vigil.served_batch import ServedBatch
 from vigil.whylogs_compat import profile
 
@@ -79,7 +82,7 @@ def test_quality_matches_sklearn() -> None:
     ("body", "status", "needle"),
     [
         (b"\x00\xffgarbage", 400, "not JSON"),
-        (b'{"v": 2}', 422, "contract version 2"),
+        (b'{"v": 3}', 422, "contract version 3"),
         (b'{"v": 1, "batch_id": "x"}', 400, "missing field 'task'"),
         (b'[1, 2]', 400, "JSON object"),
     ],
@@ -105,12 +108,15 @@ def _reference(tmp_path, settings) -> pd.DataFrame:
     return ref
 
 
-def _message(ts: float, ids: list[str], shift: float = 0.0) -> bytes:
+def _batch(ts: float, ids: list[str], shift: float = 0.0) -> ServedBatch:
     x = RNG.normal(size=(len(ids), 2)) + shift
     pred = (x[:, 0] > 0).astype(int)
-    batch = ServedBatch("toy", "1", {"a": x[:, 0], "b": x[:, 1]}, pred, scores=np.c_[1 - pred, pred],
-                        classes=[0, 1], request_ids=ids, timestamp=ts)
-    return build_message(batch, "unit")
+    return ServedBatch("toy", "1", {"a": x[:, 0], "b": x[:, 1]}, pred, scores=np.c_[1 - pred, pred],
+                       classes=[0, 1], request_ids=ids, timestamp=ts)
+
+
+def _message(ts: float, ids: list[str], shift: float = 0.0) -> bytes:
+    return batch_message(_batch(ts, ids, shift), "unit")
 
 
 def test_monitor_state_is_idempotent_and_survives_restart(tmp_path) -> None:
@@ -119,17 +125,25 @@ def test_monitor_state_is_idempotent_and_survives_restart(tmp_path) -> None:
     mon = Monitor(settings)
     early = mon.post_labels(orjson.dumps([{"request_id": "r0", "label": 1}]))
     assert early == {"joined": 0, "pending": 1, "duplicate": 0, "received": 1}
-    body = _message(1_000_000_000.0, ["r0", "r1", "r2"])
+    served = time.time() // 60 * 60 + 1  # the log keeps recent rows: the join looks back VIGIL_MONITOR_RETENTION_SECONDS
+    batch = _batch(served, ["r0", "r1", "r2"])
+    body = batch_message(batch, "unit")
     assert mon.ingest(body)["status"] == "ingested"
     assert mon.ingest(body)["status"] == "duplicate"
+    assert mon.join_labels() == 0  # its rows are not in the prediction log yet
+    log = RowLog(settings.prediction_log_dir)
+    log.append(batch)
+    log.flush()  # what the service's agent does every few seconds
+    assert mon.join_labels() == 1  # the waiting label meets its row
     mon.store.close()
     again = Monitor(settings)  # a restart: everything comes back from SQLite
     status = again.status()
     version = status["versions"][0]
     assert (version["profiles_ingested"], version["rows_ingested"], version["labels_joined"]) == (1, 3, 1)
     assert status["duplicates"] == 1 and status["labels"]["waiting_now"] == 0
-    assert again.post_labels(orjson.dumps([{"request_id": "r1", "label": 0}]))["joined"] == 1
-    report = again.window_report("toy", "1", 1_000_000_000 // 60 * 60)
+    assert again.post_labels(orjson.dumps([{"request_id": "r1", "label": 0}]))["joined"] == 1  # logged: joined at once
+    assert again.post_labels(orjson.dumps([{"request_id": "r1", "label": 1}]))["duplicate"] == 1
+    report = again.window_report("toy", "1", int(served // 60 * 60))
     assert report["rows"] == 3 and report["quality"]["labels"] == 2
 
 
@@ -166,3 +180,32 @@ def test_reference_comes_from_the_mlflow_registry(tmp_path) -> None:
     assert ref.metrics == {"r2": 0.9}
     with pytest.raises(UnknownModel, match="reg/99"):
         ReferenceStore(settings).get("reg", "99")
+
+
+def test_a_state_file_of_the_v1_monitor_is_migrated_without_loss(tmp_path) -> None:
+    """Contract v1 kept every served row; the labelled ones move to `labelled`, totals become columns."""
+    import sqlite3
+
+    from monitor.store import Store
+
+    path = tmp_path / "monitor.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE batches (batch_id TEXT PRIMARY KEY, model TEXT, version TEXT, window_start INTEGER,
+          rows INTEGER, ts REAL, received_at REAL, producer TEXT);
+        CREATE TABLE versions (model TEXT, version TEXT, task TEXT, classes TEXT, adwin BLOB,
+          errors_seen INTEGER DEFAULT 0, PRIMARY KEY (model, version));
+        CREATE TABLE predictions (request_id TEXT PRIMARY KEY, model TEXT, version TEXT, window_start INTEGER,
+          ts REAL, prediction TEXT, scores TEXT, label TEXT, labelled_at REAL);
+        INSERT INTO batches VALUES ('b1', 'm', '1', 0, 2, 5.0, 6.0, 'p'), ('b2', 'm', '1', 0, 3, 7.0, 8.0, 'p');
+        INSERT INTO versions (model, version, task, classes) VALUES ('m', '1', 'classification', '[0, 1]');
+        INSERT INTO predictions VALUES ('a', 'm', '1', 0, 5.0, '1', NULL, '1', 9.0),
+                                       ('b', 'm', '1', 0, 5.0, '0', NULL, NULL, NULL);
+    """)
+    old.commit()
+    old.close()
+    store = Store(path)
+    assert store.query("SELECT request_id, label FROM labelled") == [("a", "1")]
+    assert store.query("SELECT profiles, rows, last_ts FROM versions") == [(2, 5, 7.0)]
+    assert not store.query("SELECT name FROM sqlite_master WHERE name = 'predictions'")
+    store.close()

@@ -212,7 +212,7 @@ def test_kpis_per_window_and_champion_vs_previous(tmp_path: Path) -> None:
                 outcome, value = bool(rng.random() < (0.3 if version == "1" else 0.5)), float(rng.integers(1, 100))
                 rows.append((rid, version, w, outcome, value))
     with store.transaction() as conn:
-        conn.executemany("INSERT INTO predictions VALUES (?, 'm', ?, ?, 0, '1', NULL, '1', 0)", [(r[0], r[1], r[2]) for r in rows])
+        conn.executemany("INSERT INTO labelled VALUES (?, 'm', ?, ?, 0, '1', NULL, '1', 0)", [(r[0], r[1], r[2]) for r in rows])
         conn.executemany("INSERT INTO label_business VALUES (?, ?, ?, 0)", [(r[0], int(r[3]), r[4]) for r in rows])
     frame = pd.DataFrame(rows, columns=["rid", "version", "window", "outcome", "value"])
     windows = window_kpis(store, "m", "2")

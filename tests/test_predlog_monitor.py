@@ -29,17 +29,14 @@ def _metric(text: str, name: str, **labels: str) -> float:
 def test_labels_with_outcome_and_value_land_in_the_log_and_the_kpis(tmp_path: Path) -> None:
     settings = load({"VIGIL_HOME": str(tmp_path), "VIGIL_MONITOR_WINDOW_SECONDS": "60"})
     now = time.time()
-    window = int(now // 60) * 60
     ids = {v: [f"v{v}-{i}" for i in range(10)] for v in ("1", "2")}
-    # What the service's agent would have logged, and what the monitor stored from the stream.
+    # What the service's agent would have logged, and the versions the monitor knows from the stream.
     log = RowLog(settings.prediction_log_dir, flush_seconds=60)
     monitor = Monitor(settings)
     with monitor.store.transaction() as conn:
         for v in ("1", "2"):
             log.append(ServedBatch("shop", v, {"x": np.arange(10.0)}, np.zeros(10, int), request_ids=ids[v], timestamp=now))
             conn.execute("INSERT INTO versions (model, version, task, classes) VALUES ('shop', ?, 'classification', '[0, 1]')", (v,))
-            conn.executemany("INSERT INTO predictions VALUES (?, 'shop', ?, ?, ?, '0', NULL, NULL, NULL)",
-                             [(rid, v, window, now) for rid in ids[v]])
     log.flush()
     labels = [{"request_id": rid, "label": 0, "outcome": i < 3, "value": 10.0} for i, rid in enumerate(ids["1"])]
     labels += [{"request_id": rid, "label": 1, "outcome": i < 6, "value": 20.0 + i} for i, rid in enumerate(ids["2"])]

@@ -21,7 +21,7 @@ COMPONENT_EDGES = {
     "converter": set(),
     "lifecycle": {"converter"},  # a retrained version is converted before the gate sees it
     "monitor": {"lifecycle"},  # the monitor hosts the lifecycle worker and Alertmanager's webhook
-    "loadtest": {"serving", "converter", "lifecycle"},  # benchmarks train, convert and serve their models
+    "loadtest": {"serving", "converter", "lifecycle", "monitor"},  # benchmarks train, convert, serve and watch models
 }
 TOP_EDGES = {"cli": COMPONENTS | {"demo"}, "demo": COMPONENTS}  # the demo never imports the command
 MAX_LINES = 400

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
+from helpers import wait_for
 from serving_models import IRIS_FEATURES, BuiltModel, build_iris
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -151,7 +152,7 @@ def stack(tmp_path_factory, certs):
     settings = load({"VIGIL_HOME": str(home), "VIGIL_MODEL": str(model.folder), "VIGIL_GRPC_PORT": str(grpc_port),
                      "VIGIL_TLS_CERT_FILE": str(cert), "VIGIL_TLS_KEY_FILE": str(key), "VIGIL_TLS_CA_FILE": str(ca),
                      "VIGIL_MONITOR_URL": monitor, "VIGIL_PREDICTION_LOG": "off", "VIGIL_LIFECYCLE_WORKER": "0",
-                     "VIGIL_PROFILE_LINGER_MS": "0"})
+                     "VIGIL_PROFILE_SLICE_SECONDS": "0.05"})
     _install_reference(settings, model)
     argv, env = serve_command(settings, port=port)
     env["BENTOML_HOME"] = str(home / "bentoml")
@@ -237,6 +238,10 @@ def test_lifecycle_worker_and_report_read_the_https_monitor(stack: Stack, tmp_pa
     from monitor.lifecycle_host import worker_settings
     from monitor.report import write_report
 
+    verify = str(stack.ca)  # the monitor knows iris once a profile of it arrived: serve one first
+    assert requests.post(f"{stack.base}/predict", json={"instances": stack.model.rows}, verify=verify, timeout=10).ok
+    wait_for(lambda: any(v["model"] == "iris" for v in requests.get(
+        f"{stack.monitor}/v1/status", verify=verify, timeout=10).json()["versions"]), 30, "an iris profile over TLS")
     port = int(stack.monitor.rsplit(":", 1)[1])
     hosted = worker_settings(stack.settings, port)  # what the monitor's own lifecycle worker polls
     assert hosted.monitor_url == stack.monitor

@@ -112,9 +112,13 @@ class Settings:
     monitor_port: int = setting(3100, MONITORING, "monitor HTTP port", minimum=1)
     profile_stream: bool = setting(
         True, MONITORING, "`0` turns the producer off (profiles are neither made nor sent)")
-    profile_queue_size: int = setting(1024, MONITORING, "served batches waiting for the profiler", minimum=1)
-    profile_linger_ms: float = setting(
-        100.0, MONITORING, "batches served within this are profiled as one message; `0` = one per batch")
+    profile_queue_size: int = setting(
+        1024, MONITORING, "20-ms hand-offs of served rows waiting for the worker's agent process (more are spilled to disk)",
+        minimum=1)
+    profile_slice_seconds: float = setting(
+        1.0, MONITORING, "each agent sends one profile per model version and slice of this many seconds", minimum=0.01)
+    profile_slice_rows: int = setting(
+        65536, MONITORING, "...or sooner, once a slice holds this many rows", minimum=1)
     profile_spool_bytes: int = setting(
         64 << 20, MONITORING, "on-disk spool cap while the monitor is away; past it messages are dropped and counted")
     profile_send_timeout_s: float = setting(
@@ -127,7 +131,8 @@ class Settings:
         5.0, MONITORING, "rows are written this often; a crash loses at most this much",
         minimum=0.05)
     prediction_log_max_rows_per_second: int = setting(
-        1000, MONITORING, "per worker: every row up to this, then a uniform sample; `0` = every row")
+        0, MONITORING, "`0` = every row (labels join only logged rows); else per worker every row up to this, then a "
+        "uniform sample")
     prediction_log_retention_days: int = setting(
         30, MONITORING, "date partitions older than this are deleted",
         minimum=1)

@@ -32,10 +32,15 @@ class ServedBatch:
     request_ids: Sequence[str] | None = None  # None: "<batch_id>-<row>"
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     timestamp: float = field(default_factory=time.time)  # when it was served (event time)
+    row_times: np.ndarray | None = None  # per row, when the batches were merged; None: all `timestamp`
 
     @property
     def rows(self) -> int:
         return len(self.predictions)
+
+    def served_at(self) -> np.ndarray:
+        """When each row was served (Unix seconds)."""
+        return self.row_times if self.row_times is not None else np.full(self.rows, float(self.timestamp))
 
     def ids(self) -> list[str]:
         """One request id per row."""
@@ -110,6 +115,7 @@ def encode(batch: ServedBatch) -> bytes:
         "batch_id": batch.batch_id, "timestamp": batch.timestamp, "ids": batch.ids(),
         "features": arrays, "predictions": _pack(batch.predictions, parts, offset),
         "scores": None if batch.scores is None else _pack(np.asarray(batch.scores, dtype=float), parts, offset),
+        "row_times": None if batch.row_times is None else _pack(np.asarray(batch.row_times, dtype=float), parts, offset),
     }
     head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     return b"".join([_MAGIC, len(head).to_bytes(4, "little"), head, *parts])
@@ -130,7 +136,10 @@ def decode(blob: bytes) -> ServedBatch:
         scores = None
         if header["scores"] is not None:
             scores, pos = _unpack(header["scores"], tail, pos)
+        row_times = None
+        if header.get("row_times") is not None:
+            row_times, pos = _unpack(header["row_times"], tail, pos)
         return ServedBatch(header["model"], header["version"], columns, predictions, header["task"], scores,
-                           header["classes"], header["ids"], header["batch_id"], float(header["timestamp"]))
+                           header["classes"], header["ids"], header["batch_id"], float(header["timestamp"]), row_times)
     except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"not a raw batch: {exc}") from None

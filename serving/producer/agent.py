@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from vigil.config import Settings
 from vigil.served_batch import ServedBatch, encode
@@ -59,14 +59,15 @@ def _mark_dead(pid: int) -> None:
 class ProfileAgent:
     """Owns one agent process; `submit` is the only call on the request path."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, combine: Callable[[list[Any]], list[ServedBatch]]) -> None:
         self.settings = settings
+        self._combine = combine  # served items -> one record per model version (feed.py)
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._queue: Any = None
         self._spill: Any = None
         self._metrics: HandOffMetrics | None = None
-        self._pending: deque[ServedBatch] = deque()  # served, not handed over yet
+        self._pending: deque[Any] = deque()  # served, not handed over yet
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._restart_at = 0.0
@@ -115,11 +116,9 @@ class ProfileAgent:
         self._launched = time.monotonic()
 
     # -- request path ---------------------------------------------------------------
-    def submit(self, batch: ServedBatch) -> bool:
-        """Hand a batch over (a deque append: never blocks, never raises)."""
-        self.counts["submitted"] += 1
-        self._pending.append(batch)
-        return True
+    def submit(self, served: Any) -> None:
+        """Remember one served batch for the next hand-off (a deque append: never blocks, never raises)."""
+        self._pending.append(served)
 
     # -- hand-off thread ------------------------------------------------------------
     def _hand_off(self) -> None:
@@ -130,9 +129,11 @@ class ProfileAgent:
         semaphore, pipe write, agent wake-up) was what the worker still paid.
         """
         pending = self._pending
-        items = [pending.popleft() for _ in range(len(pending))]
-        if not items:
+        served = [pending.popleft() for _ in range(len(pending))]
+        if not served:
             return
+        self.counts["submitted"] += len(served)
+        items = self._combine(served)
         inbox = self._queue  # read once: supervision may swap it
         if inbox is not None:
             try:

@@ -1,9 +1,10 @@
 """The profile agent: a process per serving worker that does all the monitoring work.
 
-The worker only puts raw batches into a bounded multiprocessing queue (agent.py).
-This process takes them out and, off the worker's GIL: profiles them with whylogs,
-coalesces, sends to the monitor, spools and replays (stream.ProfileStreamer), and appends the rows to the prediction log (vigil/predlog). It also
-reads back the batches the worker had to spill to disk when this queue was full.
+The worker hands over what it served every 20 ms through a bounded multiprocessing
+queue (agent.py). This process takes it out and, off the worker's GIL: slices it and
+profiles each slice with whylogs, sends the profiles to the monitor, spools and replays
+(stream.ProfileStreamer), and appends the rows to the prediction log (vigil/predlog). It
+also reads back the batches the worker had to spill to disk when this queue was full.
 
 Lifecycle: it ends on the worker's stop message (after draining), when the worker dies
 (its parent pid changes: it drains what is queued and flushes), or a few seconds after
@@ -29,7 +30,6 @@ _POLL_S = 0.2
 _TERM_GRACE_S = 5.0
 _MAINTAIN_EVERY_S = 60.0
 _SPOOL_CHUNK = 64
-_STALL_LIMIT_S = 60.0  # longest the agent waits for a stalled sender before dropping (counted)
 _DRAIN_S = 5.0
 
 
@@ -87,16 +87,7 @@ class Agent:
             except Exception as exc:  # one odd batch must not stop the agent
                 log.warning("vigil agent: cannot log batch %s: %s", batch.batch_id, exc)
         if self.streamer is not None:
-            # Wait for room: a stalled sender (hung monitor: each send waits out its timeout)
-            # backs up into the inbox, then the worker's spill to disk, not into drops. The
-            # log keeps flushing meanwhile. Only a sender stalled past the limit loses the
-            # batch, and that is counted (queue_full).
-            deadline = time.monotonic() + _STALL_LIMIT_S
-            while not self.streamer.offer(batch, wait_s=0.5):
-                self.tick()
-                if time.monotonic() > deadline:
-                    self.streamer.submit(batch)
-                    break
+            self.streamer.submit(batch)  # into its slice; profiled and sent about once a second
 
     def replay_spilled(self) -> int:
         """Process batches the worker spilled to disk (one agent at a time: flock); returns how many."""

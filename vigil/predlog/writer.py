@@ -73,14 +73,18 @@ def batch_table(batch: ServedBatch, rate: float, mask: np.ndarray | None) -> "An
     rows = len(batch.predictions)
     pick = (lambda a: a) if mask is None else (lambda a: np.asarray(a)[mask])
     kept = rows if mask is None else int(mask.sum())
-    ids = np.asarray(batch.ids(), dtype=object)
+    ids = batch.ids() if mask is None else np.asarray(batch.ids(), dtype=object)[mask]
+
+    def same(value: str) -> Any:  # one value for every row, repeated in C (a Python list costs ~50 ns a row)
+        return pa.repeat(pa.scalar(value, pa.string()), kept)
+
     columns: dict[str, Any] = {
-        "request_id": pa.array(pick(ids), pa.string()),
-        "batch_id": pa.array([batch.batch_id] * kept, pa.string()),
-        "model": pa.array([batch.model] * kept, pa.string()),
-        "version": pa.array([str(batch.version)] * kept, pa.string()),
-        "task": pa.array([batch.task] * kept, pa.string()),
-        "served_at": pa.array(np.full(kept, float(batch.timestamp))),
+        "request_id": pa.array(ids, pa.string()),
+        "batch_id": same(batch.batch_id),
+        "model": same(batch.model),
+        "version": same(str(batch.version)),
+        "task": same(batch.task),
+        "served_at": pa.array(pick(batch.served_at()), pa.float64()),
     }
     for name, values in batch.columns.items():
         columns[str(name)] = _scalar_array(pick(_widen(np.asarray(values))))
@@ -89,7 +93,7 @@ def batch_table(batch: ServedBatch, rate: float, mask: np.ndarray | None) -> "An
         scores = np.asarray(batch.scores, dtype=float).reshape(rows, len(batch.classes))
         for i, cls in enumerate(batch.classes):
             columns[f"{PROBA_PREFIX}{cls}"] = pa.array(pick(scores[:, i]))
-    columns["sampling_rate"] = pa.array(np.full(kept, rate))
+    columns["sampling_rate"] = pa.repeat(pa.scalar(float(rate), pa.float64()), kept)
     return pa.table(columns)
 
 

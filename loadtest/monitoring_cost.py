@@ -1,0 +1,137 @@
+"""What watching costs: the same server with monitoring off and with Vigil's defaults, side by side.
+
+Both servers run at once, pinned to the server core (each with its own worker, and the
+watched one with its profile agent and prediction log); the monitor runs on the load
+core, as its own deployment would. Short runs alternate off, on, off, on... at each
+concurrency, so the machine's drift hits both alike; each figure is the median over the
+pairs. CPU per request is the CPU time of the server's whole process tree (and, when
+watched, the monitor's) divided by the requests answered in that run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+import psutil
+
+from loadtest.wrk import run_wrk
+
+PAIRS = 5
+
+
+@dataclass(frozen=True)
+class Run:
+    rps: float
+    requests: int
+    errors: int
+    p99_ms: float
+    server_cpu_s: float
+    monitor_cpu_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return (self.server_cpu_s + self.monitor_cpu_s) / max(1, self.requests) * 1e6
+
+
+@dataclass
+class CostAt:
+    """The pairs at one concurrency."""
+
+    concurrency: int
+    off: list[Run] = field(default_factory=list)
+    on: list[Run] = field(default_factory=list)
+
+    def _ratio(self, get: Callable[[Run], float]) -> float:
+        return statistics.median(get(b) / get(a) for a, b in zip(self.off, self.on))
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self._ratio(lambda r: r.rps)
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self._ratio(lambda r: r.cpu_us_per_request)
+
+    def median(self, runs: list[Run], get: Callable[[Run], float]) -> float:
+        return statistics.median(get(r) for r in runs)
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def one_run(url: str, body: str, concurrency: int, seconds: float, server_pid: int, monitor_pid: int | None,
+            load_cpu: int) -> Run:
+    """Load one server with wrk; the CPU its process tree (and the monitor) spent meanwhile."""
+    tree = _tree(server_pid)  # the agent is a child of the worker, the worker of `bentoml serve`
+    monitor = [psutil.Process(monitor_pid)] if monitor_pid else []
+    server_before, monitor_before = _cpu_seconds(tree), _cpu_seconds(monitor)
+    result = run_wrk(url, body, concurrency, seconds, cpu=load_cpu)
+    return Run(result.rps, result.requests, result.errors, result.p99_ms, _cpu_seconds(tree) - server_before,
+               _cpu_seconds(monitor) - monitor_before)
+
+
+def measure_cost(off: tuple[str, int], on: tuple[str, int, int], body: str, concurrencies: list[int],
+                 seconds: float, load_cpu: int, pairs: int = PAIRS) -> list[CostAt]:
+    """Alternate runs of the `off` server (url, pid) and the `on` server (url, pid, monitor pid)."""
+    out = []
+    for concurrency in concurrencies:
+        at = CostAt(concurrency)
+        for _ in range(pairs):
+            at.off.append(one_run(off[0], body, concurrency, seconds, off[1], None, load_cpu))
+            at.on.append(one_run(on[0], body, concurrency, seconds, on[1], on[2], load_cpu))
+        print(f"  monitoring cost c={concurrency}: throughput x{at.throughput_ratio:.3f}, CPU/request "
+              f"x{at.cpu_ratio:.3f} (medians of {pairs} pairs)", flush=True)
+        out.append(at)
+    return out
+
+
+def render(costs: list[CostAt], seconds: float, pairs: int) -> list[str]:
+    """The BENCHMARKS.md section: the table and the floors."""
+    lines = [
+        "### What watching costs",
+        "",
+        f"The same one-worker server, monitoring off (`VIGIL_PROFILE_STREAM=0`, `VIGIL_PREDICTION_LOG=off`) and "
+        f"with Vigil's defaults (every row profiled in slices, streamed to a real monitor, written to the "
+        f"prediction log), both running, alternated {pairs} times per concurrency, {seconds:g} s per run; medians. "
+        "CPU per request: the server's whole process tree (worker, agent) plus the monitor, per request answered.",
+        "",
+        "| conc. | off req/s | on req/s | × off | off CPU µs/req | on CPU µs/req (service + monitor) | × off | on p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for at in costs:
+        on_service = at.median(at.on, lambda r: r.server_cpu_s / max(1, r.requests) * 1e6)
+        on_monitor = at.median(at.on, lambda r: r.monitor_cpu_s / max(1, r.requests) * 1e6)
+        lines.append(
+            f"| {at.concurrency} | {at.median(at.off, lambda r: r.rps):,.0f} | {at.median(at.on, lambda r: r.rps):,.0f} "
+            f"| {at.throughput_ratio:.3f} | {at.median(at.off, lambda r: r.cpu_us_per_request):.0f} "
+            f"| {at.median(at.on, lambda r: r.cpu_us_per_request):.0f} ({on_service:.0f} + {on_monitor:.1f}) "
+            f"| {at.cpu_ratio:.3f} | {at.median(at.on, lambda r: r.p99_ms):.2f} |")
+    return lines
+
+
+def floors(costs: list[CostAt]) -> list[tuple[str, str, bool]]:
+    """(floor, measured, met) rows for the floors table."""
+    rows = []
+    for at in costs:
+        rows.append((f"monitoring on (defaults) vs off, c={at.concurrency}: throughput ≥ 0.95 ×",
+                     f"{at.throughput_ratio:.3f} ×", at.throughput_ratio >= 0.95))
+        rows.append((f"monitoring on vs off, c={at.concurrency}: CPU per request (service + monitor) ≤ 1.10 ×",
+                     f"{at.cpu_ratio:.3f} ×", at.cpu_ratio <= 1.10))
+    return rows
+
+
+__all__ = ["CostAt", "Run", "floors", "measure_cost", "render"]
