@@ -337,10 +337,16 @@ def test_kill9_monitor_under_load_fails_no_prediction_and_ingests_every_profile_
     threads = [threading.Thread(target=_load, args=(stack, stop, ids, failures)) for _ in range(3)]
     for t in threads:
         t.start()
+    spooled_before = _metric(requests.get(stack.services["iris"] + "/metrics", timeout=10).text,
+                             "vigil_profiles_spooled_total")
     try:
         time.sleep(1.5)
         stack.monitor.kill9()  # kill -9 under load
         time.sleep(2.0)
+        # stay dead until a profile has been spooled (a loaded machine may send none in 2 s)
+        wait_for(lambda: _metric(requests.get(stack.services["iris"] + "/metrics", timeout=10).text,
+                                 "vigil_profiles_spooled_total") > spooled_before, timeout=20,
+                 what="a profile spooled while the monitor is dead")
         stack.monitor.spawn().wait()
         time.sleep(1.0)
     finally:
@@ -352,18 +358,22 @@ def test_kill9_monitor_under_load_fails_no_prediction_and_ingests_every_profile_
     status = stack.wait_ingested("iris")
     assert status["rows_ingested"] == stack.rows_sent["iris"]  # every row once: replays are not double counted
 
-    # the producer counts a delivery just after the monitor's answer: give the counters a moment
-    deadline = time.monotonic() + 10
+    # The producer counts a delivery just after the monitor's answer: give the counters a moment.
+    # Both services share VIGIL_HOME and so the spool: whichever agent holds the spool's lock
+    # replays it, so replays are counted over both services (sea serves nothing here).
+    deadline = time.monotonic() + 20
     while True:
         text = requests.get(stack.services["iris"] + "/metrics", timeout=10).text
-        spooled, replayed = _metric(text, "vigil_profiles_spooled_total"), _metric(text, "vigil_profiles_replayed_total")
+        other = requests.get(stack.services["sea"] + "/metrics", timeout=10).text
+        spooled = _metric(text, "vigil_profiles_spooled_total") + _metric(other, "vigil_profiles_spooled_total")
+        replayed = _metric(text, "vigil_profiles_replayed_total") + _metric(other, "vigil_profiles_replayed_total")
         sent, batches = _metric(text, "vigil_profiles_sent_total"), _metric(text, "vigil_batch_size_count")
-        if sent + replayed >= status["profiles_ingested"] or time.monotonic() > deadline:
+        if (sent + replayed >= status["profiles_ingested"] and replayed >= spooled) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     status = stack.status("iris")
-    assert spooled > 0 and replayed == spooled, text
-    assert _metric(text, "vigil_profiles_dropped_total") == 0
+    assert spooled > 0 and replayed == spooled, text + other
+    assert _metric(text, "vigil_profiles_dropped_total") + _metric(other, "vigil_profiles_dropped_total") == 0
     # every message delivered once, summed over both workers; messages merge several served
     # batches (each worker also ran one unprofiled warm-up batch)
     assert sent + replayed == status["profiles_ingested"] <= batches - 2, text
