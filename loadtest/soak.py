@@ -51,7 +51,7 @@ from vigil.procs import free_port
 __all__ = ["SoakReport", "run_soak"]
 
 HTTP_CLIENTS, GRPC_CLIENTS = 48, 16  # the max measurement's concurrency; the soak paces the same clients
-# Healthy lag is ~0.2 s (20 ms hand-off to the agent + 100 ms linger + profiling + one POST).
+# Healthy lag is ~0.2 s (100 ms hand-off to the agent + 100 ms linger + profiling + one POST).
 # 5 s leaves room for scheduling noise on a shared core while staying far below the
 # monitor's 60-s window; a monitor that cannot keep up grows its lag without bound, so
 # it crosses any constant during a 10-minute run.

@@ -89,7 +89,7 @@ def test_rows_logged_exactly_once_across_agent_crash_and_service_restart(tmp_pat
         metrics = requests.get(f"{base}/metrics", timeout=10).text
         assert _metric(metrics, "vigil_profile_agent_restarts_total") == 1
         assert _metric(metrics, "vigil_prediction_log_rows_total", '{outcome="written"}') >= 3 * 40
-        # 40 requests arrive as a few 20-ms hand-offs, each one record per model version
+        # 40 requests arrive as a few 100-ms hand-offs, each one record per model version
         assert 1 <= _metric(metrics, "vigil_profile_agent_batches_total", '{source="queue"}') <= 40
         deadline = time.monotonic() + 15  # the agent's profile stream (no monitor: spooled), off the worker
         while _metric(requests.get(f"{base}/metrics", timeout=10).text, "vigil_profiles_spooled_total") < 1:

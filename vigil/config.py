@@ -113,7 +113,7 @@ class Settings:
     profile_stream: bool = setting(
         True, MONITORING, "`0` turns the producer off (profiles are neither made nor sent)")
     profile_queue_size: int = setting(
-        1024, MONITORING, "20-ms hand-offs of served rows waiting for the worker's agent process (more are spilled to disk)",
+        256, MONITORING, "100-ms hand-offs of served rows waiting for the worker's agent process (more are spilled to disk)",
         minimum=1)
     profile_slice_seconds: float = setting(
         1.0, MONITORING, "each agent sends one profile per model version and slice of this many seconds", minimum=0.01)

@@ -1,6 +1,6 @@
 """The profile agent: a process per serving worker that does all the monitoring work.
 
-The worker hands over what it served every 20 ms through a bounded multiprocessing
+The worker hands over what it served every 100 ms through a bounded multiprocessing
 queue (agent.py). This process takes it out and, off the worker's GIL: slices it and
 profiles each slice with whylogs, sends the profiles to the monitor, spools and replays
 (stream.ProfileStreamer), and appends the rows to the prediction log (vigil/predlog). It
@@ -186,7 +186,7 @@ def run_agent(settings: Settings, inbox: Any, parent_pid: int) -> None:
                     if not agent.replay_spilled():
                         time.sleep(0.05)  # another agent holds the spill: let it work
                 break
-            if isinstance(item, list):  # one hand-off: the batches of ~20 ms
+            if isinstance(item, list):  # one hand-off: the batches of ~100 ms
                 for batch in item:
                     agent.handle(batch)
             if item == "idle" or time.monotonic() >= agent.next_replay:

