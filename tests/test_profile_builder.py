@@ -323,11 +323,13 @@ def test_build_view_refuses_columns_of_different_lengths():
 
 def test_appending_while_building_counts_every_row_once():
     acc = pb.ProfileAccumulator()
-    total, done = 20_000, threading.Event()
+    total, done, built = 20_000, threading.Event(), threading.Event()
 
     def produce():
         for i in range(0, total, 4):
             acc.append({"x": np.arange(i, i + 4, dtype=np.float64)})
+            if i == total // 2:  # halfway, let a build happen (a busy machine may not switch threads)
+                built.wait(timeout=30)
         done.set()
 
     views = []
@@ -337,6 +339,7 @@ def test_appending_while_building_counts_every_row_once():
         view = acc.build()
         if view is not None:
             views.append(view)
+            built.set()
     thread.join()
     last = acc.build()
     views += [last] if last is not None else []
