@@ -66,6 +66,7 @@ class _Source:
     target: str
     holdout: pd.DataFrame
     run_id: str
+    labels: Any = None  # the holdout's target column, when it has one
 
 
 def convert_version(
@@ -97,6 +98,7 @@ def convert_version(
         _tag_unservable(client, version, converted.parity.reason, parity=converted.parity)
         raise ConversionError(converted.parity.reason)
     onnx_uri = _publish(client, version, source.run_id, converted)
+    _log_importance(client, source)
     return ConversionReport(version.name, str(version.version), source.run_id, onnx_uri, schema,
                             converted.parity, time.perf_counter() - started)
 
@@ -111,8 +113,8 @@ def _read_source(client: "MlflowClient", settings: Settings, version: "ModelVers
     features = features_from_signature(uri)
     task = version.tags.get(A.TAG_TASK) or _infer_task(estimator)
     target = version.tags.get(A.TAG_TARGET) or "target"
-    holdout = _load_holdout(settings, run_id, features, uri)
-    return _Source(estimator, features, task, target, holdout, run_id)
+    holdout, labels = _load_holdout(settings, run_id, features, uri, target)
+    return _Source(estimator, features, task, target, holdout, run_id, labels)
 
 
 def _load_estimator(uri: str) -> Any:
@@ -148,7 +150,8 @@ def features_from_signature(uri: str) -> list[Feature]:
     return features
 
 
-def _load_holdout(settings: Settings, run_id: str, features: list[Feature], uri: str) -> pd.DataFrame:
+def _load_holdout(settings: Settings, run_id: str, features: list[Feature], uri: str,
+                  target: str) -> tuple[pd.DataFrame, Any]:
     import mlflow.artifacts
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +167,8 @@ def _load_holdout(settings: Settings, run_id: str, features: list[Feature], uri:
         raise ConversionError(f"{A.ARTIFACT_HOLDOUT} of {uri} lacks feature column(s): {', '.join(missing)}")
     if frame.empty:
         raise ConversionError(f"{A.ARTIFACT_HOLDOUT} of {uri} has no rows to prove parity on")
-    return frame[[f.name for f in features]]
+    labels = frame[target] if target in frame.columns else None
+    return frame[[f.name for f in features]], labels
 
 
 def _publish(client: "MlflowClient", version: "ModelVersion", run_id: str, converted: Converted) -> str:
@@ -184,6 +188,25 @@ def _publish(client: "MlflowClient", version: "ModelVersion", run_id: str, conve
         A.TAG_SERVABLE_REASON: "",
     })
     return onnx_uri
+
+
+def _log_importance(client: "MlflowClient", source: _Source) -> None:
+    """Store permutation importance on the run; a model it cannot score still converts (equal weights)."""
+    import logging
+
+    from converter.importance import importance_json, permutation_importance_of
+
+    if source.labels is None:
+        return
+    try:
+        report = permutation_importance_of(source.estimator, source.holdout, source.labels, source.task)
+    except Exception as exc:  # sklearn raises many types on odd estimators; importance is optional
+        logging.getLogger(__name__).warning("no permutation importance for run %s: %s", source.run_id, _first_line(exc))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(A.ARTIFACT_IMPORTANCE).name
+        path.write_bytes(importance_json(report))
+        client.log_artifact(source.run_id, str(path), artifact_path=str(Path(A.ARTIFACT_IMPORTANCE).parent))
 
 
 def _tag_unservable(client: "MlflowClient", version: "ModelVersion", reason: str, parity: ParityReport | None) -> None:

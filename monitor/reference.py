@@ -44,6 +44,7 @@ class Reference:
     numeric: list[str]
     categorical: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    importance: dict[str, float] = field(default_factory=dict)  # permutation importance; {} = equal weights
     _profile: Any = None
 
     @property
@@ -92,7 +93,7 @@ def build_reference(model: str, version: str, raw: pd.DataFrame, task: str, targ
 
 def install_reference(
     settings: Settings, model: str, version: str, parquet: Path, task: str, target: str,
-    metrics: dict[str, float] | None = None,
+    metrics: dict[str, float] | None = None, importance: dict[str, float] | None = None,
 ) -> Path:
     """Put a reference (and optionally its holdout metrics) into the monitor's cache without MLflow."""
     if task not in (artifacts.TASK_CLASSIFICATION, artifacts.TASK_REGRESSION):
@@ -100,7 +101,8 @@ def install_reference(
     folder = _cache_dir(settings, model, version)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(parquet, folder / "reference.parquet")
-    (folder / "meta.json").write_text(json.dumps({"task": task, "target": target, "metrics": metrics or {}}))
+    (folder / "meta.json").write_text(json.dumps({"task": task, "target": target, "metrics": metrics or {},
+                                                 "importance": importance or {}}))
     return folder
 
 
@@ -127,13 +129,25 @@ def _fetch_from_registry(settings: Settings, model: str, version: str, folder: P
             raise UnknownModel(f"{model}/{version} has no {artifacts.ARTIFACT_REFERENCE} artifact: {exc}") from None
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, folder / "reference.parquet")
+        importance = _download_importance(client, run_id, tmp)
     metrics = {k[len(artifacts.TAG_METRIC_PREFIX):]: float(v) for k, v in tags.items() if k.startswith(artifacts.TAG_METRIC_PREFIX)}
     meta = {
         "task": tags.get(artifacts.TAG_TASK, artifacts.TASK_CLASSIFICATION),
         "target": tags.get(artifacts.TAG_TARGET, "target"),
         "metrics": metrics,
+        "importance": importance,
     }
     (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _download_importance(client: Any, run_id: str, tmp: str) -> dict[str, float]:
+    """The version's feature importance (written by `vigil convert`); {} when it has none."""
+    try:
+        local = client.download_artifacts(run_id, artifacts.ARTIFACT_IMPORTANCE, tmp)
+        data = json.loads(Path(local).read_text())
+    except Exception:  # MlflowException, OSError or bad JSON: fall back to equal weights
+        return {}
+    return {str(k): float(v) for k, v in (data.get("importance") or {}).items()}
 
 
 class ReferenceStore:
@@ -159,4 +173,5 @@ class ReferenceStore:
         raw = pd.read_parquet(folder / "reference.parquet")
         ref = build_reference(model, version, raw, meta["task"], meta["target"])
         ref.metrics = meta.get("metrics", {})
+        ref.importance = meta.get("importance", {})
         return ref

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor import drift as dm
+from monitor.compare import DriftPolicy, compare_with_reference
 from monitor.data_quality import data_quality
 from monitor.ingest import Ingest, Key
 from monitor.labels import Labels
@@ -59,19 +59,12 @@ class Reports:
         if cached and cached[:2] == (rows, labelled):
             return cached[2]
         ref = self.references.get(model, version)
-        ref_view, alpha = ref.profile(), self.settings.monitor_drift_alpha
-        features = [dm.column_drift(ref_view, view, f, f in ref.categorical, alpha) for f in ref.features]
-        features = [f for f in features if f is not None]
-        verdict, share = dm.dataset_drift(features, self.settings.monitor_drift_share)
-        pred = dm.column_drift(ref_view, view, "prediction", ref.task == "classification", alpha)
+        verdict = compare_with_reference(ref, view, DriftPolicy.from_settings(self.settings)).to_dict()
         report = {
             "window_start": window_start,
             "window_end": window_start + self.window,
             "rows": rows,
-            "dataset_drift": verdict,
-            "drift_share": share,
-            "features": {f.column: f.to_dict() for f in features},
-            "prediction_drift": pred.to_dict() if pred else None,
+            **verdict,
             "data_quality": data_quality(view, ref),
             "quality": self.quality(model, version, window_start),
         }
@@ -167,9 +160,10 @@ class Reports:
                 "latest": latest,
                 "history": [
                     {"window_start": h["window_start"], "rows": h["rows"], "dataset_drift": h["dataset_drift"],
-                     "drift_share": h["drift_share"],
+                     "severity": h["severity"], "drift_share": h["drift_share"],
                      "prediction_drift": bool(h["prediction_drift"] and h["prediction_drift"]["drift"]),
                      "drifted_features": sorted(k for k, f in h["features"].items() if f["drift"]),
+                     "minor_features": sorted(k for k, f in h["features"].items() if f["severity"] == "minor"),
                      "quality": h["quality"]}
                     for h in history
                 ],

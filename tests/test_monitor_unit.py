@@ -37,30 +37,32 @@ def _views(ref: np.ndarray, cur: np.ndarray) -> tuple:
     return profile(pd.DataFrame({"x": ref})), profile(pd.DataFrame({"x": cur}))
 
 
-def test_numeric_drift_small_windows_decide_by_ks() -> None:
-    rng = np.random.default_rng(3)  # own seed: the stable case is a 5%-level test
-    ref, same, shifted = rng.normal(size=800), rng.normal(size=300), rng.normal(0.5, 1, size=300)
-    stable = dm.numeric_drift(*_views(ref, same), "x", 0.05)
-    moved = dm.numeric_drift(*_views(ref, shifted), "x", 0.05)
-    assert stable.method == "ks" and not stable.drift and stable.p_value > 0.05
-    assert moved.drift and moved.p_value < 1e-6 and moved.effect_size > 0.3
+def test_numeric_drift_needs_significance_and_effect_size() -> None:
+    rng = np.random.default_rng(3)
+    ref, same, shifted = rng.normal(size=800), rng.normal(size=300), rng.normal(0.8, 1, size=300)
+    stable = dm.numeric_drift(*_views(ref, same), "x", 0.001)
+    moved = dm.numeric_drift(*_views(ref, shifted), "x", 0.001)
+    assert stable.method == "ks" and stable.severity == "none" and not stable.drift and stable.p_value > 0.001
+    assert moved.drift and moved.severity == "major" and moved.p_value < 1e-6 and moved.effect_size > 0.25
 
 
-def test_numeric_drift_large_windows_decide_by_effect_size() -> None:
-    # A tiny shift on 20k rows is "significant" but harmless: effect size must decide.
+def test_numeric_drift_large_windows_significant_but_small_is_none() -> None:
+    # A tiny shift on 20k rows is "significant" but harmless: PSI keeps it at none.
     ref, cur = RNG.normal(size=20000), RNG.normal(0.05, 1, size=20000)
-    result = dm.numeric_drift(*_views(ref, cur), "x", 0.05)
-    assert result.method == "wasserstein" and result.p_value < 0.05 and not result.drift
+    result = dm.numeric_drift(*_views(ref, cur), "x", 0.001)
+    assert result.p_value < 0.001 and result.effect_size < 0.1 and result.severity == "none"
+    moderate = dm.numeric_drift(*_views(ref, RNG.normal(0.35, 1, size=20000)), "x", 0.001)
+    assert moderate.severity == "minor" and 0.1 <= moderate.effect_size < 0.25
 
 
 def test_categorical_drift_chi_square() -> None:
-    rng = np.random.default_rng(11)  # own seed: a 5%-level test fails 1 seed in 20 by design
+    rng = np.random.default_rng(11)
     ref = pd.DataFrame({"c": rng.choice(["a", "b", "c"], 600, p=[0.5, 0.3, 0.2])})
     same = pd.DataFrame({"c": rng.choice(["a", "b", "c"], 300, p=[0.5, 0.3, 0.2])})
     moved = pd.DataFrame({"c": rng.choice(["a", "b", "c"], 300, p=[0.2, 0.3, 0.5])})
-    assert not dm.categorical_drift(profile(ref), profile(same), "c", 0.05).drift
-    result = dm.categorical_drift(profile(ref), profile(moved), "c", 0.05)
-    assert result.drift and result.method == "chi2" and result.effect_size > 0.1
+    assert not dm.categorical_drift(profile(ref), profile(same), "c", 0.001).drift
+    result = dm.categorical_drift(profile(ref), profile(moved), "c", 0.001)
+    assert result.drift and result.method == "chi2" and result.effect_size > 0.25 and result.distance > 0.1
 
 
 def test_quality_matches_sklearn() -> None:

@@ -17,6 +17,8 @@ Run artifacts (on the MLflow run that produced the version):
     vigil/onnx/model.onnx      the converted model            (written by the converter)
     vigil/onnx/schema.json     serving schema, see `ServingSchema` in vigil/schema.py
     vigil/onnx/parity.json     the parity report
+    vigil/importance.json      permutation importance of each feature on the holdout rows
+                               ({"importance": {feature: mean score drop}, ...})
 
 Model version tags (all strings):
 """
@@ -30,6 +32,7 @@ ARTIFACT_ONNX_DIR = "vigil/onnx"
 ONNX_FILE = "model.onnx"
 SCHEMA_FILE = "schema.json"
 PARITY_FILE = "parity.json"
+ARTIFACT_IMPORTANCE = "vigil/importance.json"
 
 # Written by `vigil train`.
 TAG_TASK = "vigil.task"  # "classification" | "regression"

@@ -138,11 +138,15 @@ class Settings:
         minimum=1)
     monitor_window_seconds: int = setting(60, MONITORING, "tumbling window length (event time)", minimum=1)
     monitor_drift_share: float = setting(
-        0.5, MONITORING, "dataset drift when at least this share of features drifted",
+        0.5, MONITORING, "dataset drift when major drift reaches this importance-weighted share of features",
         minimum=0.0)
     monitor_drift_alpha: float = setting(
-        0.05, MONITORING, "significance level of the KS / chi-square tests (small windows)",
-        minimum=1e-9)
+        0.001, MONITORING, "false-alarm rate per window: KS / chi-square tests at this level, split over the "
+        "columns (Bonferroni)", minimum=1e-12)
+    monitor_drift_psi_minor: float = setting(
+        0.1, MONITORING, "PSI from which a significant change is `minor` drift (dashboard only)", minimum=0.0)
+    monitor_drift_psi_major: float = setting(
+        0.25, MONITORING, "PSI from which a significant change is `major` drift (alerts, retraining)", minimum=0.0)
     monitor_retention_seconds: int = setting(
         7 * 24 * 3600, MONITORING, "how long pending predictions and unmatched labels are kept",
         minimum=1)
