@@ -14,15 +14,22 @@ def _summary(view: Any, column: str) -> dict[str, Any]:
     return col.to_summary_dict() if col is not None else {}
 
 
-def _out_of_range(view: Any, column: str, low: float, high: float) -> float:
-    """Share of finite values below the reference minimum or above its maximum."""
+def _out_of_range(view: Any, column: str, low: float, high: float, infinite: int) -> float:
+    """Share of finite values below the reference minimum or above its maximum.
+
+    The KLL sketch holds the ±inf values too (always outside the range): they are taken
+    out of both the outside mass and the total, so inf is counted once, as `inf`.
+    """
     dist = view.get_column(column).get_metric("distribution")
     sketch = dist.kll.value if dist is not None else None
     if sketch is None or sketch.get_n() == 0 or not np.isfinite([low, high]).all():
         return 0.0
+    n = sketch.get_n()
     below = sketch.get_cdf([low], False)[0]  # P(X < low)
     at_most_high = sketch.get_cdf([high], True)[0]  # P(X <= high)
-    return float(max(0.0, below) + max(0.0, 1.0 - at_most_high))
+    outside = (max(0.0, below) + max(0.0, 1.0 - at_most_high)) * n - infinite
+    finite = n - infinite
+    return float(min(1.0, max(0.0, outside) / finite)) if finite > 0 else 0.0
 
 
 def _unseen_share(view: Any, column: str, known: set[str], rows: int) -> tuple[float, list[str]]:
@@ -54,7 +61,7 @@ def data_quality(view: Any, reference: Reference) -> dict[str, Any]:
             "inf": int(s.get("counts/inf", 0)),
         }
         if name in reference.numeric:
-            entry["out_of_range_share"] = _out_of_range(view, name, *reference.value_range(name))
+            entry["out_of_range_share"] = _out_of_range(view, name, *reference.value_range(name), entry["inf"])
             if int(s.get("types/string", 0)) or int(s.get("types/object", 0)):
                 violations.append(f"column {name!r} is numeric in the reference but received strings")
         else:
