@@ -196,15 +196,16 @@ def timeline(history: list[dict[str, Any]], detections: list[dict[str, Any]], me
 
 
 def offline_report(reference_name: str, reference: Any, verdicts: Sequence[Any]) -> str:
-    """`vigil drift --report`: one section per file, most severe first, then the others in order."""
+    """`vigil drift --report`: a summary table, then one section per file; most severe first."""
     import matplotlib
 
     matplotlib.use("Agg")
     from monitor.offline import current_view, read_table
 
     order = {"major": 0, "minor": 1, "none": 2}
+    verdicts = sorted(verdicts, key=lambda v: order[v.result["severity"]])  # stable: file order within a level
     sections = []
-    for v in sorted(verdicts, key=lambda v: order[v.result["severity"]]):
+    for v in verdicts:
         view = current_view(reference, read_table(v.file))
         r = v.result
         sections.append(
