@@ -298,6 +298,24 @@ def test_convert_version_logs_artifacts_and_tags(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(local / A.ONNX_FILE), providers=["CPUExecutionProvider"])
     labels = session.run([schema.label_output], dict(onnx_feed(schema, X.head(3))))[0]
     assert set(labels.tolist()) <= {"high", "low"}
+    # permutation importance on the holdout rows, for the monitor's weighting
+    run_id = tags[A.TAG_RUN_ID]
+    imp = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=A.ARTIFACT_IMPORTANCE,
+                                                              dst_path=str(tmp_path / "imp"))).read_text())
+    assert set(imp["importance"]) == set(X.columns) and imp["rows"] == 36 and imp["scoring"] == "accuracy"
+
+
+def test_permutation_importance_ranks_the_feature_the_model_uses_first() -> None:
+    from sklearn.ensemble import RandomForestRegressor
+
+    from converter.importance import permutation_importance_of
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"signal": rng.normal(size=600), "weak": rng.normal(size=600), "noise": rng.normal(size=600)})
+    y = 3 * X.signal + 0.5 * X.weak + rng.normal(0, 0.1, 600)
+    model = RandomForestRegressor(n_estimators=30, random_state=0).fit(X[:400], y[:400])
+    imp = permutation_importance_of(model, X[400:], y[400:], "regression")["importance"]
+    assert imp["signal"] > imp["weak"] > imp["noise"] and abs(imp["noise"]) < 0.05
 
 
 @pytest.mark.filterwarnings("ignore")
