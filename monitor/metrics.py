@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from monitor.state import Monitor
 
 MV = ["model", "version"]
+LEVEL = {"none": 0, "minor": 1, "major": 2}
 
 
 def _num(value: Any) -> float:
@@ -71,11 +72,20 @@ class MonitorCollector(Collector):
         fl = MV + ["feature", "method"]
         score = GaugeMetricFamily("vigil_monitor_feature_drift_score", "Test statistic (KS D or chi-square)", labels=fl)
         pvalue = GaugeMetricFamily("vigil_monitor_feature_drift_p_value", "p-value of the drift test", labels=fl)
-        effect = GaugeMetricFamily("vigil_monitor_feature_drift_effect_size", "Normed Wasserstein or Jensen-Shannon", labels=fl)
-        verdict = GaugeMetricFamily("vigil_monitor_feature_drift", "1 when the feature drifted", labels=fl)
-        dataset = GaugeMetricFamily("vigil_monitor_dataset_drift", "1 when the dataset drifted (latest window)", labels=MV)
-        share = GaugeMetricFamily("vigil_monitor_drift_share", "Share of drifted features (latest window)", labels=MV)
-        pred = GaugeMetricFamily("vigil_monitor_prediction_drift", "1 when the prediction distribution drifted", labels=MV)
+        effect = GaugeMetricFamily("vigil_monitor_feature_drift_effect_size", "PSI against the reference", labels=fl)
+        verdict = GaugeMetricFamily("vigil_monitor_feature_drift", "1 when the feature drifted majorly", labels=fl)
+        severity = GaugeMetricFamily("vigil_monitor_feature_drift_severity",
+                                     "0 none, 1 minor (dashboard only), 2 major (alerts)", labels=fl)
+        weight = GaugeMetricFamily("vigil_monitor_feature_importance", "The feature's weight in the dataset verdict",
+                                   labels=MV + ["feature"])
+        dataset = GaugeMetricFamily("vigil_monitor_dataset_drift", "1 when the dataset drifted majorly (latest window)",
+                                    labels=MV)
+        dataset_level = GaugeMetricFamily("vigil_monitor_drift_severity", "Dataset drift: 0 none, 1 minor, 2 major",
+                                          labels=MV)
+        share = GaugeMetricFamily("vigil_monitor_drift_share", "Importance-weighted share of features in major drift",
+                                  labels=MV)
+        pred = GaugeMetricFamily("vigil_monitor_prediction_drift", "1 when the predictions drifted majorly", labels=MV)
+        pred_level = GaugeMetricFamily("vigil_monitor_prediction_drift_severity", "0 none, 1 minor, 2 major", labels=MV)
         window_rows = GaugeMetricFamily("vigil_monitor_window_rows", "Rows in the latest window", labels=MV)
         quality = GaugeMetricFamily("vigil_monitor_quality", "Quality from joined labels (latest window)", labels=MV + ["metric"])
         qlabels = GaugeMetricFamily("vigil_monitor_quality_labels", "Labels behind the quality numbers", labels=MV)
@@ -90,10 +100,15 @@ class MonitorCollector(Collector):
                 pvalue.add_metric(labels, _num(f["p_value"]))
                 effect.add_metric(labels, _num(f["effect_size"]))
                 verdict.add_metric(labels, float(f["drift"]))
+                severity.add_metric(labels, float(LEVEL[f["severity"]]))
+                weight.add_metric(key + [name], _num(f["weight"]))
             dataset.add_metric(key, float(report["dataset_drift"]))
+            dataset_level.add_metric(key, float(LEVEL[report["severity"]]))
             share.add_metric(key, report["drift_share"])
             pd_ = report["prediction_drift"]
             pred.add_metric(key, float(bool(pd_ and pd_["drift"])))
+            if pd_:
+                pred_level.add_metric(key, float(LEVEL[pd_["severity"]]))
             window_rows.add_metric(key, report["rows"])
             q = report["quality"]
             qlabels.add_metric(key, q["labels"])
@@ -103,7 +118,8 @@ class MonitorCollector(Collector):
             for name, c in report["data_quality"]["columns"].items():
                 for kind in ("missing", "nan", "inf"):
                     missing.add_metric(key + [name, kind], c[kind])
-        yield from (score, pvalue, effect, verdict, dataset, share, pred, window_rows, quality, qlabels, missing)
+        yield from (score, pvalue, effect, verdict, severity, weight, dataset, dataset_level, share, pred, pred_level,
+                    window_rows, quality, qlabels, missing)
 
     def _reference(self) -> Iterator[Any]:
         # The version's holdout metrics (vigil.metric.* tags), so alerts can compare the

@@ -87,6 +87,15 @@ def test_offline_verdict_equals_the_running_monitors_on_the_same_rows(settings, 
         assert mine["effect_size"] == pytest.approx(f["effect_size"], rel=0.05, abs=0.01), name
     assert ours["prediction_drift"]["severity"] == latest["prediction_drift"]["severity"]
     assert ours["data_quality"] == latest["data_quality"]
+    # the dashboard's gauges: severity per feature and for the dataset (latest window: major)
+    import requests
+
+    text = requests.get(monitor.url + "/metrics", timeout=30).text
+    assert 'vigil_monitor_drift_severity{model="loans",version="1"} 2.0' in text
+    majors = [n for n, f in latest["features"].items() if f["severity"] == "major"]
+    assert majors and all(f'feature="{n}"' in line and line.endswith(" 2.0") for n in majors for line in
+                          [next(x for x in text.splitlines() if x.startswith("vigil_monitor_feature_drift_severity{")
+                                and f'feature="{n}"' in x)])
 
 
 def test_vigil_drift_json_is_one_object_per_file_in_order(tmp_path, capsys, monkeypatch) -> None:
