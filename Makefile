@@ -6,13 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast bench soak fuzz faults clean help
+.PHONY: install system-deps demo test test-fast bench bench-drift soak fuzz faults clean help
 
 help:
 	@echo "make install  create/refresh .venv with pinned dependencies"
 	@echo "make demo     the full loop: serve v1, drift, retrain, hot swap, bad v3, automatic rollback (~1 min)"
 	@echo "make test     the whole test suite (installs prometheus, alertmanager, wrk, h2load from Debian if missing)"
 	@echo "make bench    benchmark Vigil against its peers (BENCHMARKS.md, benchmarks.png; ~12 min)"
+	@echo "make bench-drift  drift verdict vs Evidently-style defaults and PSI on stable/harmless/harmful windows (BENCHMARKS.md; ~1 min)"
 	@echo "make soak     10 min at 80 % of the sustained maximum, HTTP + gRPC, monitor streaming (BENCHMARKS.md, soak.png; ~17 min)"
 	@echo "make fuzz     fuzz every HTTP route and gRPC of the service and the monitor (FUZZ_CASES, default 12000)"
 	@echo "make faults   the fault matrix alone: killed worker, hung/slow monitor, full spool, registry down, corrupt state (~2 min)"
@@ -42,6 +43,12 @@ test: install system-deps
 # BENCHMARKS.md + benchmarks.png.
 bench: install system-deps
 	$(BIN)/vigil bench --memory --overload --monitoring $(BENCH_ARGS)
+
+# The drift benchmark: Vigil's verdict vs Evidently-style defaults and PSI on stable,
+# harmless and harmful windows of three data sets (single process, ~1 min); writes its
+# section of BENCHMARKS.md and exits 1 on a missed floor.
+bench-drift: install
+	$(BIN)/python -m loadtest.drift_bench
 
 # The soak: measure the burst maximum of the HTTP + gRPC mix, climb 30-s steps to the
 # sustained maximum (serving + monitoring keeping up), then 1 min warm-up + 10 min at 80 % of

@@ -29,7 +29,7 @@ class DriftPolicy:
     alpha: float = 0.001
     psi_minor: float = dm.PSI_MINOR
     psi_major: float = dm.PSI_MAJOR
-    share: float = 0.5
+    share: float = 0.3  # of the model's importance: a third of what it relies on moved majorly
 
     @classmethod
     def from_settings(cls, settings: Any) -> "DriftPolicy":

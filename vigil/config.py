@@ -138,7 +138,7 @@ class Settings:
         minimum=1)
     monitor_window_seconds: int = setting(60, MONITORING, "tumbling window length (event time)", minimum=1)
     monitor_drift_share: float = setting(
-        0.5, MONITORING, "dataset drift when major drift reaches this importance-weighted share of features",
+        0.3, MONITORING, "dataset drift when major drift reaches this importance-weighted share of features",
         minimum=0.0)
     monitor_drift_alpha: float = setting(
         0.001, MONITORING, "false-alarm rate per window: KS / chi-square tests at this level, split over the "
