@@ -237,5 +237,4 @@ def _print_latest_drift(settings: Settings, monitor_url: str, name: str, version
     for entry in body["versions"]:
         latest = entry["latest"] or {}
         for feature, f in (latest.get("features") or {}).items():
-            say(f"  {feature:18s} {'DRIFT' if f['drift'] else 'ok':5s} p-value {f['p_value']:.2g}, "
-                f"effect size {f['effect_size']:.2f}")
+            say(f"  {feature:18s} {f['severity']:5s} p-value {f['p_value']:.2g}, PSI {f['effect_size']:.2f}")

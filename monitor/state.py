@@ -1,8 +1,9 @@
 """The monitor as the pipeline it is: ingest -> windows -> compare -> labels and quality -> export.
 
     ingest.py      producer messages in, exactly once, merged into their window's profile
-    drift.py,      a window's profile against the version's training reference
-    data_quality.py
+    drift.py,      a window's profile against the version's training reference: per-column
+    compare.py,    statistics and severity, the importance-weighted verdict (offline.py runs
+    data_quality.py  the same comparison on files, for `vigil drift`)
     labels.py      late labels joined with the served rows in the prediction log; ADWIN
     reports.py     per-window reports (cached), status, drift history
     metrics.py, report.py, server.py   Prometheus, the HTML report, the HTTP routes
