@@ -26,7 +26,7 @@ from monitor.reference import build_reference
 from vigil import profile_builder as pb
 
 CASES = [(5000, 500, 0.0, 1), (5000, 2000, 0.15, 2), (3000, 300, 0.5, 3), (800, 120, 0.0, 4),
-         (20000, 20000, 0.05, 5), (4000, 1000, 0.3, 6)]
+         (20000, 20000, 0.05, 5), (4000, 1000, 0.3, 6), (2000, 2000, 0.07, 7), (1500, 1000, 0.1, 8)]
 
 
 def _sketches(a: np.ndarray, b: np.ndarray):
@@ -137,3 +137,27 @@ def test_adwin_finds_an_error_rate_step_within_200_rows_and_not_before(seed) -> 
     fired = [i for i, e in enumerate(errors) if detector.update(e)]
     assert fired and fired[0] >= step, fired  # nothing on the stable part
     assert fired[0] - step <= 200, fired
+
+
+def test_a_large_psi_on_a_few_rows_is_noise_not_drift() -> None:
+    rng = np.random.default_rng(12)
+    ref, few = rng.normal(size=3000), rng.normal(size=25)  # 25 rows of the same distribution
+    result = dm.numeric_drift(*[pb.build_view({"x": v}) for v in (ref, few)], "x", 0.001)
+    assert result.effect_size > 0.1 and result.p_value > 0.001  # PSI alone would call it drift
+    assert result.severity == "none"
+
+
+def test_windows_from_the_reference_alarm_at_most_at_alpha_over_all_columns() -> None:
+    from monitor.compare import DriftPolicy, compare_window
+
+    rng = np.random.default_rng(13)
+    names = [f"x{i}" for i in range(30)]
+    ref_view = pb.build_view({n: rng.normal(size=4000) for n in names})
+    policy = DriftPolicy(alpha=0.05)  # a rate large enough to count in 200 windows
+    significant = 0
+    for _ in range(200):
+        v = compare_window(ref_view, pb.build_view({n: rng.normal(size=300) for n in names}), names, policy=policy)
+        assert v.alpha_per_test == pytest.approx(0.05 / 30)
+        significant += any(f.p_value < v.alpha_per_test for f in v.features)
+    # Bonferroni: P(any of 30 significant) <= 0.05, so ~10 of 200 at most (without it: ~157)
+    assert significant <= 25, significant

@@ -159,7 +159,8 @@ def test_drift_on_a_feature_the_model_ignores_is_not_major() -> None:
     view = lambda f: pb.build_view({c: f[c].to_numpy(dtype=object if c == "region" else float) for c in f})  # noqa: E731
     features = ["income", "age", "noise", "region"]
     importance = {"income": 0.5, "age": 0.2, "noise": 0.0, "region": 0.1}
-    weighted = compare_window(view(ref), view(cur), features, {"region"}, importance=importance)
+    weighted = compare_window(view(ref), view(cur), features, {"region"}, importance=importance,
+                              policy=DriftPolicy(share=0.25))
     equal = compare_window(view(ref), view(cur), features, {"region"}, policy=DriftPolicy(share=0.25))
     assert weighted.features[0].column == "noise" and weighted.features[0].severity == "major"
     assert weighted.severity == "minor" and weighted.drift_share == 0.0 and not weighted.dataset_drift
