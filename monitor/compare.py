@@ -46,6 +46,7 @@ class WindowDrift:
     features: list[ColumnDrift]  # most severe and most important first
     prediction: ColumnDrift | None
     alpha_per_test: float
+    policy: DriftPolicy = DriftPolicy()
 
     @property
     def dataset_drift(self) -> bool:
@@ -57,6 +58,7 @@ class WindowDrift:
             "severity": self.severity,
             "drift_share": self.drift_share,
             "alpha_per_test": self.alpha_per_test,
+            "psi_levels": {"minor": self.policy.psi_minor, "major": self.policy.psi_major},
             "features": {f.column: f.to_dict() for f in self.features},
             "driving_features": [f.column for f in self.features if f.severity != NONE],
             "prediction_drift": self.prediction.to_dict() if self.prediction else None,
@@ -120,7 +122,7 @@ def compare_window(reference_view: Any, current_view: Any, features: list[str], 
     else:
         verdict = NONE
     results.sort(key=lambda r: (-SEVERITY_LEVEL[r.severity], -r.weight * r.effect_size, r.column))
-    return WindowDrift(verdict, share, results, pred, alpha)
+    return WindowDrift(verdict, share, results, pred, alpha, policy)
 
 
 def compare_with_reference(reference: Any, current_view: Any, policy: DriftPolicy) -> WindowDrift:

@@ -83,9 +83,10 @@ def drift_table(result: dict[str, Any]) -> str:
         f"<td>{fmt(f.get('weight'))}</td><td>{fmt(f['effect_size'])}</td><td>{f['method']}</td>"
         f"<td>{fmt(f['statistic'])}</td><td>{fmt(f['p_value'])}</td><td>{fmt(f.get('distance'))}</td>"
         f"<td>{fmt(f['rows'])}</td><td>{fmt(f['reference_rows'])}</td></tr>" for f in entries)
+    levels = result.get("psi_levels") or {"minor": 0.1, "major": 0.25}
     note = (f"<p class='muted'>Each test at α = {fmt(result.get('alpha_per_test'))} (the false-alarm rate split over "
-            "the columns); severity needs that and PSI ≥ 0.1 (minor) / 0.25 (major). distance: normed Wasserstein "
-            "or Jensen-Shannon.</p>")
+            f"the columns); severity needs that and PSI ≥ {fmt(levels['minor'])} (minor) / {fmt(levels['major'])} "
+            "(major). distance: normed Wasserstein or Jensen-Shannon.</p>")
     return f"<table>{head}{rows}</table>{note}"
 
 

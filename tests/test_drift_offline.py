@@ -120,6 +120,7 @@ def test_vigil_drift_json_is_one_object_per_file_in_order(tmp_path, capsys, monk
     page = (tmp_path / "r.html").read_text()
     assert page.index("moved.parquet") < page.index("same.csv")  # the drifted file first
     assert "MAJOR drift" in page and "<table>" in page and "{'" not in page  # tables, not Python dicts
+    assert "PSI ≥ 0.1 (minor) / 0.25 (major)" in page
 
 
 def test_vigil_drift_names_the_problem_on_bad_input(tmp_path, capsys, monkeypatch) -> None:
