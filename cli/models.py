@@ -84,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(f"model files: {folder.path}")
     argv, env = serve_command(settings, port=args.port, workers=args.workers)
-    print(f"serving {settings.model} on {settings.scheme}://{settings.host}:{args.port or settings.port}", flush=True)
+    print(f"serving {settings.model_uri} on {settings.scheme}://{settings.host}:{args.port or settings.port}", flush=True)
     # Replace this process with the server so signals (Ctrl+C, SIGTERM) reach it directly.
     os.chdir(PROJECT_ROOT)
     os.execvpe(argv[0], argv, env)

@@ -71,7 +71,7 @@ def run_demo(settings: Settings, requests_count: int = 200, window_seconds: int 
     try:
         _first_champion(settings)
         with start_stack(settings) as stack:
-            _step(f"monitor {stack.monitor_url} (lifecycle worker on) + vigil serve --model {settings.model} "
+            _step(f"monitor {stack.monitor_url} (lifecycle worker on) + vigil serve --model {settings.model_uri} "
                   f"on {stack.base}" + (f" + prometheus {stack.prometheus_url}" if stack.prometheus_url else ""))
             _first_requests(stack, requests_count)
             result = run_loop(stack.settings, stack, load_iris_data(), NAME, _say, _step)

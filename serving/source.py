@@ -27,6 +27,10 @@ class SourceError(RuntimeError):
     """The configured model cannot be found, is not servable, or cannot be downloaded."""
 
 
+class RegistryUnreachable(SourceError):
+    """The registry did not answer and the model cache holds no copy of the model."""
+
+
 @dataclass(frozen=True)
 class ModelFolder:
     """A local folder ready to serve, and where it came from (for logs and /metadata)."""
@@ -42,12 +46,26 @@ def is_model_folder(path: Path) -> bool:
 
 
 def locate(settings: Settings, packed: Path | None = None) -> ModelFolder:
-    """The folder to serve: the bento's packed model if any, else `settings.model`."""
+    """The folder to serve: `settings.model_uri`, or the bento's packed model.
+
+    A bento serves its packed model unless VIGIL_MODEL is set: then it resolves that URI
+    (e.g. an alias, so replicas of one bento follow promotions), and falls back to the
+    packed model only when the registry is unreachable and nothing is cached.
+    """
     if packed is not None:
         if not is_model_folder(packed):
             raise SourceError(f"packed bento model at {packed} lacks {' / '.join(REQUIRED_FILES)}")
-        return ModelFolder(packed, "bento")
-    spec = settings.model.strip()
+        if not settings.model.strip():
+            return ModelFolder(packed, "bento")
+        try:
+            return _locate_spec(settings, settings.model_uri)
+        except RegistryUnreachable as exc:  # a wrong name/alias or an unservable version still fails
+            log.warning("vigil: %s; serving the bento's packed model (degraded)", exc)
+            return ModelFolder(packed, "bento (registry unreachable)", degraded=str(exc))
+    return _locate_spec(settings, settings.model_uri)
+
+
+def _locate_spec(settings: Settings, spec: str) -> ModelFolder:
     if spec.startswith("models:/"):
         return download(settings, ModelRef.parse(spec))
     path = Path(spec).expanduser()
@@ -113,7 +131,7 @@ def cached(settings: Settings, ref: ModelRef, why: str) -> ModelFolder:
     if version is None:
         version = _pointed(_pointer(settings, ref)) or _newest(folder)
     if version is None or not is_model_folder(folder / version):
-        raise SourceError(f"{why}; and no cached copy of {ref} under {folder}") from None
+        raise RegistryUnreachable(f"{why}; and no cached copy of {ref} under {folder}") from None
     log.warning("vigil: %s; serving the cached %s version %s (degraded)", why, ref.name, version)
     return ModelFolder(folder / version, f"models:/{ref.name}/{version} (cached)", version, degraded=why)
 

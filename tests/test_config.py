@@ -12,7 +12,7 @@ def test_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.home == tmp_path.resolve()
     assert settings.mlflow_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert settings.bentoml_home == tmp_path.resolve() / "bentoml"
-    assert settings.model == "models:/iris@champion"
+    assert settings.model == "" and settings.model_uri == "models:/iris@champion"
     assert settings.port == 3000 and settings.grpc_port == 8001 and settings.monitor_port == 3100
 
 

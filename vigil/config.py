@@ -24,6 +24,7 @@ ACCESS = "Access control"
 MONITORING = "Monitoring"
 LIFECYCLE = "Lifecycle"
 SECTIONS = (CORE, ACCESS, MONITORING, LIFECYCLE)
+DEFAULT_MODEL = "models:/iris@champion"  # served when VIGIL_MODEL is empty, outside a bento
 
 
 def setting(default: Any, section: str, doc: str, *, minimum: float | None = None, choices: tuple[str, ...] = (),
@@ -54,8 +55,10 @@ class Settings:
         "", CORE, "MLflow tracking + registry URI (e.g. an `mlflow server` URL)",
         shown="`sqlite:///$VIGIL_HOME/mlflow.db`")
     model: str = setting(
-        "models:/iris@champion", CORE,
-        "what the service serves: `models:/NAME/VERSION`, `models:/NAME@ALIAS`, or a folder with `model.onnx` + `schema.json`")
+        "", CORE,
+        "what the service serves: `models:/NAME/VERSION`, `models:/NAME@ALIAS`, or a folder with `model.onnx` + "
+        "`schema.json`; a bento serves its packed model unless this is set (then it follows the registry)",
+        shown="`models:/iris@champion`")
     host: str = setting("127.0.0.1", CORE, "address the service binds (`0.0.0.0` in the bento's container)")
     port: int = setting(3000, CORE, "service HTTP port", minimum=1)
     grpc_port: int = setting(
@@ -191,6 +194,11 @@ class Settings:
         minimum=0.1)
     lifecycle_worker: bool = setting(
         True, LIFECYCLE, "the monitor runs the lifecycle worker (rollback + retraining); `0` turns it off")
+
+    @property
+    def model_uri(self) -> str:
+        """What to serve: VIGIL_MODEL, else the default alias (a bento without it serves its packed model)."""
+        return self.model.strip() or DEFAULT_MODEL
 
     @property
     def mlflow_uri(self) -> str:

@@ -64,9 +64,9 @@ class Conflict(RequestError):
 
 
 def follows_alias(settings: Settings, packed: bool) -> ModelRef | None:
-    """The alias this worker should follow, or None (a pinned version, a folder, a bento)."""
-    spec = settings.model.strip()
-    if packed or not spec.startswith("models:/"):
+    """The alias this worker should follow, or None (a pinned version, a folder, a bento without VIGIL_MODEL)."""
+    spec = settings.model_uri
+    if (packed and not settings.model.strip()) or not spec.startswith("models:/"):
         return None
     ref = ModelRef.parse(spec)
     return ref if ref.alias else None
