@@ -28,6 +28,7 @@ from monitor.wire import WireError
 from vigil.asgi import BodyTooLarge, Disconnected, read_body
 from vigil.auth import UNAUTHORIZED, BearerGate, api_token
 from vigil.config import Settings, apply_to_process
+from vigil.process_stats import LabelledProcessCollector
 
 log = logging.getLogger("vigil.monitor")
 _EXPIRE_EVERY_S = 60.0
@@ -65,6 +66,7 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
     lifecycle = worker_settings(settings, port) if port is not None else settings
     registry = CollectorRegistry()
     registry.register(MonitorCollector(mon))
+    registry.register(LabelledProcessCollector("monitor"))  # process_*{role="monitor"}
 
     def _post(handler: Callable[[bytes], dict[str, Any]]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:

@@ -31,6 +31,7 @@ from serving.errors import NotReady, Overloaded, RequestError, Unauthorized
 from serving.metrics import ServingMetrics
 from serving.producer.feed import BatchFeed
 from serving.source import locate
+from serving.process_metrics import start_sampling, worker_index
 from serving.swap.reload import Reloader, WebhookVerdict, authorize_webhook, follows_alias, read_webhook
 from serving.validation import ParsedRequest
 
@@ -108,6 +109,7 @@ class Runtime:
         self._loop = asyncio.get_running_loop()
         self.metrics = ServingMetrics(bundle.name, bundle.version)
         self.metrics.set_degraded(self.degraded is not None)
+        start_sampling("worker", worker_index())  # process_* on /metrics (serving/process_metrics.py)
         if self.settings.profile_stream or self.settings.prediction_log_dir is not None:
             # Created here, in the worker, so its metrics land in the multiprocess registry;
             # its agent process profiles (VIGIL_PROFILE_STREAM) and logs rows (VIGIL_PREDICTION_LOG).

@@ -90,6 +90,20 @@ SLO_OVERRIDE = {"matcher": {"id": "byName", "options": "SLO p99"},
                                {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}
 
 
+def process_panels(job: str) -> list[dict[str, Any]]:
+    """What each process costs: CPU, memory, threads and open files (process_*{role, index})."""
+    sel, who = f'{{job="{job}"}}', "{{instance}} {{role}} {{index}}"
+    return [
+        panel("CPU per process (cores)", "timeseries", [target(f"rate(process_cpu_seconds_total{sel}[{RATE}])", who)],
+              w=8, unit="short", description="role: worker / agent (a worker's profile agent) / monitor."),
+        panel("Resident memory per process", "timeseries", [target(f"process_resident_memory_bytes{sel}", who)],
+              w=8, unit="bytes"),
+        panel("Threads and open files per process", "timeseries",
+              [target(f"process_threads{sel}", f"threads {who}"),
+               target(f"process_open_fds{sel}", f"fds {who}")], w=8, unit="short"),
+    ]
+
+
 def service_dashboard() -> dict[str, Any]:
     """Traffic, latency against the SLO, errors and shedding, batching, versions and swaps."""
     panels = [
@@ -127,6 +141,7 @@ def service_dashboard() -> dict[str, Any]:
                target(f"sum by (reason) (rate(vigil_profiles_dropped_total[{RATE}]))", "dropped {{reason}}")],
               unit="ops"),
         panel("Profile spool", "timeseries", [target("max(vigil_profile_spool_bytes)", "spool bytes")], unit="bytes"),
+        *process_panels("vigil-service"),
     ]
     swaps = {"name": "Model swaps", "datasource": DS, "enable": True, "iconColor": "purple",
              "expr": "changes(vigil_model_last_swap_timestamp_seconds[1m]) > 0", "step": "30s",
@@ -181,6 +196,7 @@ def monitor_dashboard() -> dict[str, Any]:
                target(f"max(vigil_monitor_ingest_lag_seconds{mv})", "ingest lag (s)")], unit="short"),
         panel("Missing values (latest window)", "timeseries",
               [target(f"sum by (feature, kind) (vigil_monitor_missing_values{mv}) > 0", "{{feature}} {{kind}}")]),
+        *process_panels("vigil-monitor"),
     ]
     marks = {"name": "Concept drift", "datasource": DS, "enable": True, "iconColor": "red", "step": "30s",
              "expr": "changes(vigil_monitor_concept_drift_detections_total[1m]) > 0",

@@ -100,10 +100,12 @@ class ProfileAgent:
                 log.warning("vigil: profile agent supervision failed: %s", exc)
 
     def _launch(self) -> None:
+        from serving.process_metrics import worker_index
         from serving.producer.agent_process import run_agent
 
         self._queue = self._ctx.Queue(maxsize=self.settings.profile_queue_size)
-        self._proc = self._ctx.Process(target=run_agent, args=(self.settings, self._queue, os.getpid()),
+        self._proc = self._ctx.Process(target=run_agent,
+                                       args=(self.settings, self._queue, os.getpid(), worker_index()),
                                        name="vigil-profile-agent", daemon=True)
         # The server's stop SIGTERMs the whole process group, possibly while the agent is
         # still importing: born with SIGTERM/SIGINT blocked (the mask survives exec), it

@@ -156,7 +156,7 @@ def _drain(inbox: Any, agent: Agent, deadline: float) -> None:
             agent.handle(batch)
 
 
-def run_agent(settings: Settings, inbox: Any, parent_pid: int) -> None:
+def run_agent(settings: Settings, inbox: Any, parent_pid: int, worker_index: str = "0") -> None:
     """Entry point of the agent process (multiprocessing spawn target)."""
     term_at: list[float] = []
     # The server's stop signals the whole process group: keep draining, the worker's
@@ -169,6 +169,9 @@ def run_agent(settings: Settings, inbox: Any, parent_pid: int) -> None:
     # (a backlog queues up, then spills to disk, and is caught up when load drops).
     os.nice(10)
     apply_to_process(settings)
+    from serving.process_metrics import start_sampling
+
+    start_sampling("agent", worker_index)  # its worker's index: a bounded label, not the pid
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(settings)
     log.info("vigil agent %d started for worker %d", os.getpid(), parent_pid)
