@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast bench bench-drift soak fuzz faults clean help
+.PHONY: install system-deps demo test test-fast bench bench-drift soak fuzz faults topology clean help
 
 help:
 	@echo "make install  create/refresh .venv with pinned dependencies"
@@ -17,6 +17,7 @@ help:
 	@echo "make soak     10 min at 80 % of the sustained maximum, HTTP + gRPC, monitor streaming (BENCHMARKS.md, soak.png; ~17 min)"
 	@echo "make fuzz     fuzz every HTTP route and gRPC of the service and the monitor (FUZZ_CASES, default 12000)"
 	@echo "make faults   the fault matrix alone: killed worker, hung/slow monitor, full spool, registry down, corrupt state (~2 min)"
+	@echo "make topology the production topology live: PostgreSQL MLflow, 3 bento replicas, monitor, Prometheus, Alertmanager (~3 min)"
 	@echo "make clean    remove .vigil runtime state"
 
 install: $(STAMP)
@@ -66,6 +67,13 @@ fuzz: install
 # The fault matrix alone (also part of `make test`); -s prints each fault's figures.
 faults: install system-deps
 	$(BIN)/python -m pytest tests/test_faults.py -s -p no:cacheprovider
+
+# The production topology on one machine, as the Helm chart runs it (loadtest/topology/):
+# PostgreSQL -> mlflow server -> train/convert/promote v1 -> vigil export -> the bento in a
+# clean venv -> monitor -> 3 x bentoml serve on models:/iris@champion -> Alertmanager ->
+# Prometheus; then drift -> alert -> retrain -> all replicas swap -> rollback -> swap back.
+topology: install system-deps
+	$(BIN)/vigil topology $(TOPOLOGY_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration"

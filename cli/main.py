@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Sequence
 
-from cli import drift, lifecycle, log, models, ops
+from cli import drift, lifecycle, log, models, ops, topology
 from cli.common import Commands, UserError
 
 DESCRIPTION = """\
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vigil", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    for group in (models, ops, lifecycle, log, drift):
+    for group in (models, ops, lifecycle, log, drift, topology):
         group.register(commands)
     return parser
 

@@ -1,7 +1,7 @@
 """Bento export: from a registered model to an archive that serves from a clean environment.
 
 The clean-venv test stands in for `bentoml containerize` + `docker run`, which need a
-Docker engine (tests/bento_env.py says how).
+Docker engine (loadtest/bento_env.py says how).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 import yaml
-from bento_env import import_bento
+from loadtest.bento_env import import_bento
 from helpers import free_port, running_server, wait_for
 from serving_models import build_iris, register_servable
 from sklearn.datasets import load_iris

@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from import_graph import ROOT
+from vigil.paths import PROJECT_ROOT as ROOT
 
 CACHE = ROOT / ".vigil" / "cache" / "bento-venv"
 # Only what a container's environment would have: no PYTHONPATH, no venv of ours on PATH.
