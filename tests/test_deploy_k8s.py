@@ -46,12 +46,13 @@ def test_validation_catches_a_broken_manifest() -> None:
 
 
 def test_service_probes_and_ports() -> None:
-    deployment = next(d for _, d in _documents() if d["kind"] == "Deployment")
+    deployment = next(d for _, d in _documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "vigil-service")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert {p["containerPort"] for p in container["ports"]} == {3000, 8001}
-    jobs = {d["metadata"]["labels"].get("vigil.io/job") for _, d in _documents() if d["kind"] == "Service"}
+    jobs = {d["metadata"]["labels"].get("vigil.io/job") for _, d in _documents()
+            if d["kind"] == "Service" and d["metadata"]["name"] != "vigil-mlflow"}
     assert jobs == {"vigil-service", "vigil-monitor"}  # the job names the alert rules select on
 
 
@@ -101,3 +102,49 @@ def test_chart_embeds_the_same_rules_and_dashboards() -> None:
                      "monitor-statefulset.yaml", "service-deployment.yaml", "mlflow.yaml", "secret.yaml"):
         assert (CHART / "templates" / template).exists(), template
     assert 'Files.Glob "files/rules/*.yml"' in (CHART / "templates" / "prometheusrule.yaml").read_text()
+
+
+def _pin(package: str) -> str:
+    line = next(l for l in (DEPLOY.parent / "constraints.txt").read_text().splitlines() if l.startswith(f"{package}=="))
+    return line.strip()
+
+
+def test_manifests_say_what_the_topology_recipe_runs() -> None:
+    """Replicas, the alias they follow, the shared prediction log, PostgreSQL-backed MLflow (loadtest/topology)."""
+    from loadtest.topology.stack import REPLICAS
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in _documents()}
+    config = docs[("ConfigMap", "vigil-config")]["data"]
+    assert config["VIGIL_MODEL"].startswith("models:/") and "@" in config["VIGIL_MODEL"]
+    assert float(config["VIGIL_RELOAD_INTERVAL_SECONDS"]) > 0  # every replica polls: a webhook reaches one
+    assert config["VIGIL_TRACKING_URI"] == "http://vigil-mlflow:5000"
+    service, monitor = docs[("Deployment", "vigil-service")], docs[("StatefulSet", "vigil-monitor")]
+    assert service["spec"]["replicas"] == REPLICAS == docs[("HorizontalPodAutoscaler", "vigil-service")]["spec"]["minReplicas"]
+    claim = docs[("PersistentVolumeClaim", "vigil-prediction-log")]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for workload in (service, monitor):
+        pod = workload["spec"]["template"]["spec"]
+        volume = next(v["name"] for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"])
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts[volume] == config["VIGIL_PREDICTION_LOG"], workload["metadata"]["name"]
+    mlflow = docs[("Deployment", "vigil-mlflow")]["spec"]["template"]["spec"]["containers"][0]
+    script = " ".join(mlflow["args"])
+    assert _pin("psycopg2-binary") in script and '--backend-store-uri "$MLFLOW_BACKEND_STORE_URI"' in script
+    assert mlflow["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "vigil-mlflow-db"
+    assert mlflow["image"].endswith(":v" + _pin("mlflow").split("==")[1])
+
+
+def test_chart_says_what_the_topology_recipe_runs() -> None:
+    from loadtest.topology.stack import REPLICAS
+
+    values = _values()
+    assert values["service"]["replicas"] == REPLICAS == values["service"]["autoscaling"]["minReplicas"]
+    assert values["vigil"]["reloadIntervalSeconds"] > 0 and values["predictionLog"]["enabled"]
+    templates = CHART / "templates"
+    assert "accessModes: [ReadWriteMany]" in (templates / "prediction-log-pvc.yaml").read_text()
+    for workload in ("service-deployment.yaml", "monitor-statefulset.yaml"):
+        text = (templates / workload).read_text()
+        assert "vigil.predictionLogMount" in text and "vigil.predictionLogVolume" in text, workload
+    assert "VIGIL_PREDICTION_LOG" in (templates / "configmap.yaml").read_text()
+    mlflow = (templates / "mlflow.yaml").read_text()
+    assert _pin("psycopg2-binary") in mlflow and ".Values.mlflow.backendStore.existingSecret" in mlflow

@@ -47,6 +47,21 @@ environment and a rotated Secret reaches the pods' files (the processes read the
 {{- end }}
 {{- end }}
 
+{{/* The shared (ReadWriteMany) prediction log volume of the service and the monitor. */}}
+{{- define "vigil.predictionLogMount" -}}
+{{- if .Values.predictionLog.enabled }}
+- {name: prediction-log, mountPath: {{ .Values.predictionLog.mountPath }}}
+{{- end }}
+{{- end }}
+
+{{- define "vigil.predictionLogVolume" -}}
+{{- if .Values.predictionLog.enabled }}
+- name: prediction-log
+  persistentVolumeClaim:
+    claimName: {{ .Values.predictionLog.existingClaim | default (printf "%s-prediction-log" (include "vigil.fullname" .)) }}
+{{- end }}
+{{- end }}
+
 {{/* Environment shared by the service and the monitor: settings and credentials. */}}
 {{- define "vigil.envFrom" -}}
 - configMapRef:
