@@ -134,11 +134,10 @@ def run_story(topo: Topology, say: Say = print, timeout: float = 120.0) -> Story
         say("all replicas on v" + move.version + ": " + _times(story.swaps[-len(topo.replicas):]))
 
         time.sleep(2)  # some traffic on the new champion before moving back
-        moved_at = time.time()
         back = rollback(topo.settings, NAME, reason="topology: rollback drill")
         story.rolled_back_to = back.version
         say(f"rollback: {back.describe()}")
-        story.swaps += _follow(topo, back.version, moved_at, 30)
+        story.swaps += _follow(topo, back.version, back.at, 30)  # timed like the promotion: from the record
         say("all replicas on v" + back.version + ": " + _times(story.swaps[-len(topo.replicas):]))
         time.sleep(2)
     finally:
