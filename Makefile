@@ -11,13 +11,13 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make install  create/refresh .venv with pinned dependencies"
 	@echo "make demo     the full loop: serve v1, drift, retrain, hot swap, bad v3, automatic rollback (~1 min)"
-	@echo "make test     the whole test suite (installs prometheus, alertmanager, wrk, h2load from Debian if missing)"
+	@echo "make test     the whole test suite (installs prometheus, alertmanager, postgresql, wrk, h2load from Debian if missing)"
 	@echo "make bench    benchmark Vigil against its peers (BENCHMARKS.md, benchmarks.png; ~12 min)"
 	@echo "make bench-drift  drift verdict vs Evidently-style defaults and PSI on stable/harmless/harmful windows (BENCHMARKS.md; ~1 min)"
 	@echo "make soak     10 min at 80 % of the sustained maximum, HTTP + gRPC, monitor streaming (BENCHMARKS.md, soak.png; ~17 min)"
 	@echo "make fuzz     fuzz every HTTP route and gRPC of the service and the monitor (FUZZ_CASES, default 12000)"
 	@echo "make faults   the fault matrix alone: killed worker, hung/slow monitor, full spool, registry down, corrupt state (~2 min)"
-	@echo "make topology the production topology live: PostgreSQL MLflow, 3 bento replicas, monitor, Prometheus, Alertmanager (~3 min)"
+	@echo "make topology the production topology live: PostgreSQL MLflow, 3 bento replicas, monitor, Prometheus, Alertmanager (~2 min)"
 	@echo "make clean    remove .vigil runtime state"
 
 install: $(STAMP)

@@ -39,6 +39,6 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def register(commands: Commands) -> None:
     """Add topology."""
-    p = commands.add("topology", cmd_topology, "run the production topology live on one machine (~3 min)",
+    p = commands.add("topology", cmd_topology, "run the production topology live on one machine (~2 min)",
                      __doc__.split("\n\n", 1)[1])
     p.add_argument("--folder", help="run folder for logs and configs (default: a new temporary folder)")

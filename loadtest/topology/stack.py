@@ -25,6 +25,7 @@ from vigil.procs import free_port, running
 from loadtest.bento_env import CleanBento, import_bento
 from loadtest.topology.alerting import alertmanager_config, prometheus_config
 from loadtest.topology.postgres import postgres_cluster
+from loadtest.topology.traffic import shifted
 
 NAME = "iris"
 REPLICAS = 3
@@ -105,9 +106,7 @@ def start_topology(folder: Path, say: Say = print) -> Iterator[Topology]:
         say(f"bento: {archive} -> a clean venv with only its requirements + an empty BENTOML_HOME")
         bento = import_bento(archive, folder / "elsewhere" / "bentoml")
 
-        recent = folder / "recent.csv"
-        from loadtest.topology.traffic import shifted
-
+        recent = folder / "recent.csv"  # the retraining's recent labelled data: post-drift rows
         shifted().to_csv(recent, index=False)
         monitor_port = free_port()
         monitor = f"http://127.0.0.1:{monitor_port}"
