@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 # A replica follows the alias by polling every RELOAD_S; the download + load + warm of an
 # iris ONNX model take well under a second, so this bound is generous on a busy machine.
 SWAP_BOUND_S = RELOAD_S + 8.0
+DRIFT_ALERTS = {"alert VigilDatasetDrift", "alert VigilPredictionDrift"}  # the audit's `source` of a webhook
 
 
 @pytest.mark.timeout(420)
@@ -49,9 +50,10 @@ def test_three_replicas_follow_the_champion_and_every_row_reaches_the_monitor_on
     assert all(v > 0 for v in story.rows_served_metrics.values()), story.rows_served_metrics
     assert served == story.seen.rows_total() == story.rows_ingested, story
     # The drift alert fired, reached Alertmanager, and its webhook (not a poll: the worker is off) retrained.
-    assert story.started_at < story.alert_fired_at <= story.alert_routed_at <= story.promoted_at
+    assert story.started_at < story.alert_fired_at < story.promoted_at and story.alert_routed_at > 0
     triggers = [r for r in story.retrain_audit if r["action"] == "retrain" and "executed" not in r]
-    assert len(triggers) == 1 and triggers[0]["source"] == "alert VigilDatasetDrift", story.retrain_audit
+    # Alertmanager may deliver the prediction-drift alert of the same shift first: either asks to retrain.
+    assert len(triggers) == 1 and triggers[0]["source"] in DRIFT_ALERTS, story.retrain_audit
     # The gate decided: the retrained version went staging -> production through it, not forced.
     retrained = [m for m in history if m.version == story.retrained and m.kind == S.RETRAIN]
     assert [m.to_stage for m in retrained] == [S.STAGING, S.PRODUCTION] and not retrained[-1].forced
