@@ -8,7 +8,7 @@ number (an agent takes its worker's), so a replica exports 2 x workers series pe
 
 Gauges are `livemax` (one writer per role/index, and a dead process's files drop out);
 the CPU counter is summed over the files, so a restarted worker's count keeps rising.
-Cost: one ~50 µs sample per SAMPLE_S per process.
+Cost: one sample + write of about 30 µs (measured) per SAMPLE_S per process.
 """
 
 from __future__ import annotations
