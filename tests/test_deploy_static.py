@@ -110,3 +110,13 @@ def test_generated_grafana_files_are_up_to_date_and_mirror_the_alerts() -> None:
 def test_grafana_provisioning_files_parse() -> None:
     for path in (DEPLOY / "grafana" / "provisioning").rglob("*.yml"):
         assert yaml.safe_load(path.read_text())["apiVersion"] == 1, path
+
+
+def test_both_dashboards_show_what_each_process_costs() -> None:
+    """CPU, memory, threads and open files per process (process_*{role, index}), on the service and the monitor."""
+    for path, job in ((DEPLOY / "grafana" / "dashboards" / "vigil-service.json", "vigil-service"),
+                      (DEPLOY / "grafana" / "dashboards" / "vigil-monitor.json", "vigil-monitor")):
+        targets = [t for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_threads", "process_open_fds"):
+            shown = [t for t in targets if name in t["expr"]]
+            assert shown and all(f'job="{job}"' in t["expr"] and "{{role}}" in t["legendFormat"] for t in shown), (path.name, name)
