@@ -56,7 +56,7 @@ def _wait(what: str, timeout: float, probe: Callable[[], Any]) -> Any:
         if got:
             return got
         time.sleep(0.25)
-    raise TimeoutError(f"no {what} within {timeout:.0f} s")
+    raise TimeoutError(f"not within {timeout:.0f} s: {what}")
 
 
 def prom_query(topo: Topology, expr: str) -> list[dict[str, Any]]:
