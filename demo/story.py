@@ -53,8 +53,6 @@ def demo_settings(settings: Settings, window_seconds: int = 3) -> Settings:
         lifecycle_poll_seconds=0.5, lifecycle_worker=True,
         retrain_windows=2, retrain_debounce_seconds=3600, auto_promote=True, retrain_action="local",
         retrain_data=str(settings.home / "recent" / "labelled.csv"),
-        # v2 is judged on its own holdout split of different data: allow it to trail v1 slightly.
-        gate_tolerance=0.1,
         rollback_windows=2, rollback_min_labels=20, rollback_margin=0.1,
         rollback_cooldown_seconds=4 * window_seconds, auto_move_period_seconds=3600, rollback_dry_run=False,
     )

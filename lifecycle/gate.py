@@ -3,8 +3,9 @@
 A candidate passes when it converted with passing parity (vigil.parity = passed), is
 servable (vigil.servable = true), and its holdout metric is at least the champion's
 minus a tolerance (VIGIL_GATE_METRIC, default the version's vigil.primary_metric;
-VIGIL_GATE_TOLERANCE). Retraining adds one more row: both models scored on the same
-recent labelled data, which is the fairer comparison (each holdout is its own split).
+VIGIL_GATE_TOLERANCE, default 0). Both are scored on the same rows, the model's fixed
+evaluation set (lifecycle/fair.py). Retraining adds one more row: both models scored
+on the same recent labelled data.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifecycle.fair import holdout_pair, metric_of
 from vigil import artifacts as A
 from vigil.config import Settings
+from vigil.registry import connect
+
+__all__ = ["GateRow", "Verdict", "evaluate", "gate_metric", "metric_of"]
 
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 
@@ -50,15 +55,6 @@ class Verdict:
         }
 
 
-def metric_of(version: Any, metric: str) -> float | None:
-    """A holdout metric from the version's vigil.metric.* tags, None when absent or unreadable."""
-    raw = version.tags.get(f"{A.TAG_METRIC_PREFIX}{metric}")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
 def gate_metric(settings: Settings, candidate: Any) -> str:
     return settings.gate_metric or candidate.tags.get(A.TAG_PRIMARY_METRIC) or "accuracy"
 
@@ -81,9 +77,11 @@ def evaluate(
         GateRow("servable", servable, champ_tags.get(A.TAG_SERVABLE, "-"), "true", servable == "true"),
     ]
     metric = gate_metric(settings, candidate)
-    rows.append(_compare(f"holdout {metric}", metric, metric_of(candidate, metric),
-                         metric_of(champion, metric) if champion is not None else None,
-                         settings.gate_tolerance, champion is not None))
+    pair = holdout_pair(connect(settings), candidate, champion, metric)
+    holdout = _compare(f"holdout {metric}", metric, pair.candidate, pair.champion, settings.gate_tolerance,
+                       champion is not None)
+    rows.append(GateRow(holdout.check, holdout.candidate, holdout.champion, f"{holdout.required} ({pair.rows})",
+                        holdout.passed))
     if recent is not None:
         rows.append(_compare(f"recent-data {metric}", metric, recent[0], recent[1], settings.gate_tolerance, True))
     return Verdict(candidate.name, str(candidate.version), str(champion.version) if champion is not None else None, rows)

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from lifecycle.errors import TrainError
+from lifecycle.fair import claim_fixed_holdout, digest
 from vigil import artifacts
 from vigil.config import Settings
 from vigil.registry import connect, ensure_experiment
@@ -76,7 +77,10 @@ def log_and_register(
             )
             _log_parquet(reference, artifacts.ARTIFACT_REFERENCE)
             _log_parquet(holdout, artifacts.ARTIFACT_HOLDOUT)
-        version = _register(client, name, info, run_id, {**tags, artifacts.TAG_RUN_ID: run_id})
+        rows = digest(holdout)
+        version = _register(client, name, info, run_id,
+                            {**tags, artifacts.TAG_RUN_ID: run_id, artifacts.TAG_HOLDOUT_DIGEST: rows})
+        claim_fixed_holdout(client, name, run_id, rows)  # the first version's holdout judges every later one
     client.update_model_version(name, version, description=f"{name} v{version}: {summary_tail}")
     return Registered(version=version, run_id=run_id)
 

@@ -2,7 +2,9 @@
 
 The new version is trained with the same estimator and task as the version it
 replaces (the champion, else the latest), on that version's reference sample
-(vigil/reference.parquet) plus the recent labelled rows; then converted (parity),
+(vigil/reference.parquet) plus the recent labelled rows, and scored on the model's
+fixed evaluation set (lifecycle/fair.py; its rows are kept out of training), so its
+holdout metrics compare with every earlier version's; then converted (parity),
 scored against the champion on the recent rows, promoted to staging, and to
 production only when the gate passes and auto-promotion is on. Its MLflow run is
 tagged with what caused it (the drift evidence: windows, features, scores).
@@ -156,13 +158,12 @@ def _retrain_locked(
         source, fresh = _recent_from_log(settings, name, features, target)
     else:
         source, fresh = str(given), load_recent(Path(given), features, target)
+    holdout = _fixed_holdout(client, base)
     with tempfile.TemporaryDirectory() as tmp:
-        import pandas as pd
-
         csv = Path(tmp) / f"retrain-{name}.csv"
-        pd.concat([reference[features + [target]], fresh], ignore_index=True).to_csv(csv, index=False)
+        _training_rows(reference[features + [target]], fresh, holdout[features + [target]]).to_csv(csv, index=False)
         try:
-            trained = train(settings, csv=csv, target=target, name=name,
+            trained = train(settings, csv=csv, target=target, name=name, holdout=holdout[features + [target]],
                             estimator=base.tags.get(A.TAG_ESTIMATOR, "auto"), task=task)
         except TrainError as exc:
             raise LifecycleError(f"retraining {name} failed: {exc}") from None
@@ -268,6 +269,30 @@ def _reference(client: Any, version: Any) -> "pd.DataFrame":
             return pd.read_parquet(client.download_artifacts(run_id, A.ARTIFACT_REFERENCE, tmp))
         except Exception as exc:
             raise LifecycleError(f"cannot read {A.ARTIFACT_REFERENCE} of {version.name} v{version.version}: {exc}") from None
+
+
+def _fixed_holdout(client: Any, base: Any) -> "pd.DataFrame":
+    """The model's evaluation set; a registry older than it adopts the base version's holdout."""
+    from lifecycle import fair
+
+    fixed = fair.fixed_holdout(client, base.name)
+    run_id = fixed[0] if fixed else (base.tags.get(A.TAG_RUN_ID) or base.run_id)
+    try:
+        frame = fair.load_holdout(client, run_id)
+    except Exception as exc:
+        raise LifecycleError(f"cannot read the evaluation set {A.ARTIFACT_HOLDOUT} of run {run_id}: {exc}") from None
+    fair.claim_fixed_holdout(client, base.name, run_id, fair.digest(frame))
+    return frame
+
+
+def _training_rows(reference: "pd.DataFrame", fresh: "pd.DataFrame", holdout: "pd.DataFrame") -> "pd.DataFrame":
+    """Reference + recent rows, minus any that repeat an evaluation row (scoring on trained rows flatters)."""
+    import pandas as pd
+
+    rows = pd.concat([reference, fresh], ignore_index=True)
+    seen = set(pd.util.hash_pandas_object(holdout, index=False))
+    keep = [h not in seen for h in pd.util.hash_pandas_object(rows.astype(holdout.dtypes.to_dict()), index=False)]
+    return rows[keep].reset_index(drop=True)
 
 
 def _link_evidence(client: Any, result: RetrainResult, source: str, evidence: dict[str, Any]) -> None:

@@ -63,10 +63,14 @@ def train(
     reference_rows: int = 5000,
     task: str | None = None,
     params: dict[str, str] | None = None,
+    holdout: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train on a bundled dataset or a CSV, then log and register a new model version.
 
     `params` override the estimator's own settings, e.g. {"n_estimators": "300"}.
+    `holdout` (features + target) is a fixed evaluation set: every row of the data is
+    trained on and the scores are on these rows, as retraining does with the model's
+    evaluation set (lifecycle/fair.py).
 
     Raises TrainError for anything the user can fix (bad file, column, estimator...).
     """
@@ -79,7 +83,12 @@ def train(
     key = estimators.resolve_estimator(estimator, data.task, data.X)
     check_column_names(data.X, str(data.y.name))
 
-    X_train, X_test, y_train, y_test = _split(data, test_size, seed)
+    if holdout is None:
+        X_train, X_test, y_train, y_test = _split(data, test_size, seed)
+    else:
+        X_train, y_train = data.X, data.y
+        X_test, y_test, _ = datasets.split_target(holdout, str(data.y.name), data.task, source="the fixed holdout")
+        X_test = X_test[list(data.X.columns)]
     model, scores = _fit_and_score(key, data.task, (X_train, y_train), (X_test, y_test), seed, params or {})
 
     reference = evaluate.reference_frame(model, data.task, X_train, y_train, reference_rows, seed)

@@ -93,7 +93,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, monitor_url: str, recent:
     """iris v1, converted and in production: where every test here starts from."""
     settings = load({
         "VIGIL_HOME": str(tmp_path_factory.mktemp("vigil-home")), "VIGIL_MONITOR_URL": monitor_url,
-        "VIGIL_RETRAIN_DATA": str(recent), "VIGIL_AUTO_PROMOTE": "1", "VIGIL_GATE_TOLERANCE": "0.5",
+        "VIGIL_RETRAIN_DATA": str(recent), "VIGIL_AUTO_PROMOTE": "1",
         "VIGIL_ROLLBACK_COOLDOWN_SECONDS": "600", "VIGIL_ROLLBACK_MIN_LABELS": "30", "VIGIL_ACTOR": "ci",
     })
     first = train(settings, reference_rows=200)

@@ -42,6 +42,10 @@ TAG_ESTIMATOR = "vigil.estimator"  # the estimator's key, e.g. "logreg", "pipeli
 TAG_RUN_ID = "vigil.run_id"  # run holding the artifacts above
 TAG_METRIC_PREFIX = "vigil.metric."  # + holdout metric name, e.g. vigil.metric.accuracy
 TAG_PRIMARY_METRIC = "vigil.primary_metric"  # "accuracy" (classifiers) | "r2" (regressors)
+# On a version: a hash of the holdout rows its metrics were scored on. On the registered
+# model: the run and hash of its fixed evaluation set (the first version's holdout).
+TAG_HOLDOUT_DIGEST = "vigil.holdout_digest"
+TAG_HOLDOUT_RUN = "vigil.holdout_run_id"
 
 # Written by `vigil convert`.
 TAG_ONNX_URI = "vigil.onnx_uri"  # artifact URI of the vigil/onnx folder
