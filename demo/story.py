@@ -53,6 +53,9 @@ def demo_settings(settings: Settings, window_seconds: int = 3) -> Settings:
         lifecycle_poll_seconds=0.5, lifecycle_worker=True,
         retrain_windows=2, retrain_debounce_seconds=3600, auto_promote=True, retrain_action="local",
         retrain_data=str(settings.home / "recent" / "labelled.csv"),
+        # The demo's drift changes the answers (shifted inputs keep their old labels): the
+        # evaluation set moves to held-out recent rows and v1 is re-scored on them.
+        retrain_refresh_holdout=True,
         rollback_windows=2, rollback_min_labels=20, rollback_margin=0.1,
         rollback_cooldown_seconds=4 * window_seconds, auto_move_period_seconds=3600, rollback_dry_run=False,
     )

@@ -6,6 +6,11 @@ run, vigil.holdout_digest its rows. Retraining scores on those rows and keeps th
 training, so its vigil.metric.* tags compare directly; a version scored on other rows
 (trained by hand on other data or another split) is re-scored on them at gate time. Like
 is compared with like, which is why the gate's tolerance can stay at 0.
+
+When drift changed the answers themselves (the same inputs now have other labels), the
+old rows no longer say which model is right: VIGIL_RETRAIN_REFRESH_HOLDOUT=1 makes a
+retraining hold out a share of the recent rows and make them the evaluation set; the
+champion is then re-scored on those rows at gate time, so the comparison stays fair.
 """
 
 from __future__ import annotations
@@ -55,9 +60,9 @@ def fixed_holdout(client: Any, name: str) -> tuple[str, str] | None:
     return (run, rows) if run and rows else None
 
 
-def claim_fixed_holdout(client: Any, name: str, run_id: str, rows: str) -> None:
-    """Make this run's holdout the model's evaluation set, unless it already has one."""
-    if fixed_holdout(client, name) is None:
+def claim_fixed_holdout(client: Any, name: str, run_id: str, rows: str, replace: bool = False) -> None:
+    """Make this run's holdout the model's evaluation set, unless it has one (or `replace`)."""
+    if replace or fixed_holdout(client, name) is None:
         client.set_registered_model_tag(name, A.TAG_HOLDOUT_RUN, run_id)
         client.set_registered_model_tag(name, A.TAG_HOLDOUT_DIGEST, rows)
 

@@ -158,10 +158,14 @@ def _retrain_locked(
         source, fresh = _recent_from_log(settings, name, features, target)
     else:
         source, fresh = str(given), load_recent(Path(given), features, target)
-    holdout = _fixed_holdout(client, base)
+    fresh_train = fresh
+    if settings.retrain_refresh_holdout:
+        fresh_train, holdout = _split_recent(fresh, target, task)
+    else:
+        holdout = _fixed_holdout(client, base)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / f"retrain-{name}.csv"
-        _training_rows(reference[features + [target]], fresh, holdout[features + [target]]).to_csv(csv, index=False)
+        _training_rows(reference[features + [target]], fresh_train, holdout[features + [target]]).to_csv(csv, index=False)
         try:
             trained = train(settings, csv=csv, target=target, name=name, holdout=holdout[features + [target]],
                             estimator=base.tags.get(A.TAG_ESTIMATOR, "auto"), task=task)
@@ -169,6 +173,11 @@ def _retrain_locked(
             raise LifecycleError(f"retraining {name} failed: {exc}") from None
     result = RetrainResult(name, str(base.version), trained.version, trained.run_id, recent_rows=len(fresh),
                            recent_source=source)
+    if settings.retrain_refresh_holdout:
+        from lifecycle import fair
+
+        rows = client.get_model_version(name, trained.version).tags[A.TAG_HOLDOUT_DIGEST]
+        fair.claim_fixed_holdout(client, name, trained.run_id, rows, replace=True)
     _link_evidence(client, result, source, evidence)
     try:
         from converter import ConversionError, convert_version
@@ -283,6 +292,19 @@ def _fixed_holdout(client: Any, base: Any) -> "pd.DataFrame":
         raise LifecycleError(f"cannot read the evaluation set {A.ARTIFACT_HOLDOUT} of run {run_id}: {exc}") from None
     fair.claim_fixed_holdout(client, base.name, run_id, fair.digest(frame))
     return frame
+
+
+def _split_recent(fresh: "pd.DataFrame", target: str, task: str) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """(rows to train on, held-out rows that become the evaluation set): 30%, stratified when possible."""
+    from sklearn.model_selection import train_test_split
+
+    counts = fresh[target].value_counts()
+    stratify = fresh[target] if task == A.TASK_CLASSIFICATION and counts.min() >= 2 else None
+    try:
+        train_rows, held = train_test_split(fresh, test_size=0.3, random_state=0, stratify=stratify)
+    except ValueError as exc:
+        raise LifecycleError(f"cannot hold out evaluation rows from {len(fresh)} recent rows: {exc}") from None
+    return train_rows.reset_index(drop=True), held.reset_index(drop=True)
 
 
 def _training_rows(reference: "pd.DataFrame", fresh: "pd.DataFrame", holdout: "pd.DataFrame") -> "pd.DataFrame":

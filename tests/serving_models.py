@@ -1,12 +1,17 @@
-"""Small converted models for serving tests, made the way the converter makes them.
+"""Small converted models for serving tests, made by the converter itself and cached per session.
 
-Each builder fits a scikit-learn model, converts it with skl2onnx (zipmap off) and writes
-model.onnx + schema.json (+ parity.json) into a folder, returning what the tests compare
-against: the rows and sklearn's own predictions on them.
+Each builder fits a scikit-learn model once per test process, converts it with the
+converter's own functions (float32 inputs, the layout the converter picks for trees, so
+the serving tests exercise float32 checks) and proves parity with `check_parity` on
+held-out rows: parity.json is the converter's real report, not a claim. Every call
+writes model.onnx + schema.json + parity.json into a folder and returns the rows and
+sklearn's own predictions on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vigil.schema import Feature, OnnxInput, ServingSchema
+from vigil.schema import Feature, ServingSchema
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -29,39 +34,61 @@ class BuiltModel:
     schema: ServingSchema
 
 
-def _write(folder: Path, onnx_model: Any, schema: ServingSchema) -> None:
+@dataclass(frozen=True)
+class _Converted:
+    onnx_bytes: bytes
+    schema: ServingSchema
+    parity: dict[str, Any]
+    rows: list[Any]
+    labels: list[Any]
+    probabilities: np.ndarray
+
+
+def _convert(estimator: Any, features: list[Feature], holdout: pd.DataFrame) -> tuple[bytes, ServingSchema, dict[str, Any]]:
+    """float32 conversion through the converter's own steps; refuses a model that fails parity."""
+    from converter import check_parity, convert_estimator, onnx_layout
+    from converter.onnx_export import build_schema
+
+    inputs = onnx_layout(estimator, features, "float32")
+    model = convert_estimator(estimator, inputs, "classification")
+    onnx_bytes = model.SerializeToString()
+    schema = build_schema(estimator, model, features, inputs, "classification")
+    report = check_parity(estimator, onnx_bytes, schema, holdout)
+    assert report.passed, report.reason
+    return onnx_bytes, schema, report.to_dict()
+
+
+def _write(folder: Path, converted: _Converted, name: str, version: str) -> BuiltModel:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    schema = dataclasses.replace(converted.schema, model_name=name, model_version=version)
+    (folder / "model.onnx").write_bytes(converted.onnx_bytes)
     schema.save(folder / "schema.json")
-    (folder / "parity.json").write_text(json.dumps({"passed": True, "max_abs_err": 1e-6, "rows": 30}))
+    (folder / "parity.json").write_text(json.dumps(converted.parity))
+    return BuiltModel(folder, converted.rows, converted.labels, converted.probabilities, schema)
 
 
-def build_iris(folder: Path, name: str = "iris", version: str = "1") -> BuiltModel:
-    """LogisticRegression on iris, one float input "X"."""
-    from skl2onnx import to_onnx
+@functools.lru_cache(maxsize=None)
+def _iris() -> _Converted:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     X, y = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=500).fit(X, y)
-    onnx_model = to_onnx(model, X[:1].astype(np.float32), options={id(model): {"zipmap": False}}, target_opset=17)
-    schema = ServingSchema(
-        model_name=name, model_version=version, task="classification",
-        features=[Feature(n, "number") for n in IRIS_FEATURES],
-        onnx_inputs=[OnnxInput("X", "float32", IRIS_FEATURES)],
-        label_output="label", probability_output="probabilities", classes=[0, 1, 2], opset=17,
-    )
-    _write(folder, onnx_model, schema)
+    frame = pd.DataFrame(X, columns=IRIS_FEATURES)
+    model = LogisticRegression(max_iter=500).fit(frame, y)
+    onnx_bytes, schema, parity = _convert(model, [Feature(n, "number") for n in IRIS_FEATURES], frame.iloc[1::3])
     rows = X[::10]
     # compare with sklearn on the float32-rounded rows the model actually sees
-    seen = rows.astype(np.float32).astype(np.float64)
-    return BuiltModel(folder, rows.tolist(), model.predict(seen).tolist(), model.predict_proba(seen), schema)
+    seen = pd.DataFrame(rows.astype(np.float32).astype(np.float64), columns=IRIS_FEATURES)
+    return _Converted(onnx_bytes, schema, parity, rows.tolist(), model.predict(seen).tolist(), model.predict_proba(seen))
 
 
-def build_mixed(folder: Path, name: str = "mixed", version: str = "1") -> BuiltModel:
-    """Pipeline(ColumnTransformer(StandardScaler, OneHotEncoder), LogisticRegression): one input per column."""
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+def build_iris(folder: Path, name: str = "iris", version: str = "1") -> BuiltModel:
+    """LogisticRegression on iris, one float32 input "X"."""
+    return _write(folder, _iris(), name, version)
+
+
+@functools.lru_cache(maxsize=None)
+def _mixed() -> _Converted:
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -79,25 +106,21 @@ def build_mixed(folder: Path, name: str = "mixed", version: str = "1") -> BuiltM
             ("num", StandardScaler(), ["age", "income"]),
             ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
         ])),
-        ("clf", LogisticRegression(max_iter=500)),
+        ("model", LogisticRegression(max_iter=500)),
     ]).fit(frame, y)
-    types = [("age", FloatTensorType([None, 1])), ("income", FloatTensorType([None, 1])),
-             ("city", StringTensorType([None, 1])), ("plan", StringTensorType([None, 1]))]
-    onnx_model = to_onnx(pipe, initial_types=types, options={id(pipe.steps[-1][1]): {"zipmap": False}},
-                         target_opset=17)
-    schema = ServingSchema(
-        model_name=name, model_version=version, task="classification",
-        features=[Feature("age", "number"), Feature("income", "number"), Feature("city", "string"),
-                  Feature("plan", "string")],
-        onnx_inputs=[OnnxInput("age", "float32", ["age"]), OnnxInput("income", "float32", ["income"]),
-                     OnnxInput("city", "string", ["city"]), OnnxInput("plan", "string", ["plan"])],
-        label_output="label", probability_output="probabilities", classes=["no", "yes"], opset=17,
-    )
-    _write(folder, onnx_model, schema)
+    features = [Feature("age", "number"), Feature("income", "number"), Feature("city", "string"),
+                Feature("plan", "string")]
+    onnx_bytes, schema, parity = _convert(pipe, features, frame.iloc[::4])
     sample = frame.iloc[:12].copy()
     for col in ("age", "income"):
         sample[col] = sample[col].astype(np.float32).astype(np.float64)
-    return BuiltModel(folder, sample.values.tolist(), pipe.predict(sample).tolist(), pipe.predict_proba(sample), schema)
+    return _Converted(onnx_bytes, schema, parity, sample.values.tolist(), pipe.predict(sample).tolist(),
+                      pipe.predict_proba(sample))
+
+
+def build_mixed(folder: Path, name: str = "mixed", version: str = "1") -> BuiltModel:
+    """Pipeline(ColumnTransformer(StandardScaler, OneHotEncoder), LogisticRegression): one input per column."""
+    return _write(folder, _mixed(), name, version)
 
 
 def register_servable(settings: Any, folder: Path, name: str, alias: str | None = "champion") -> str:

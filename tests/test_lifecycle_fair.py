@@ -22,7 +22,7 @@ from lifecycle.moves import champion_version, promote
 from lifecycle.retrain import retrain
 from lifecycle.training import train
 from vigil import artifacts as A
-from vigil.config import Settings, load
+from vigil.config import Settings, load, replace
 from vigil.registry import connect
 from helpers import clone_home
 
@@ -122,3 +122,21 @@ def test_a_version_trained_on_another_split_is_re_scored_on_the_fixed_rows(setti
     convert_version(settings, f"models:/iris/{bad.version}", progress=False)
     verdict = gate.evaluate(settings, client.get_model_version("iris", bad.version), champion)
     assert verdict.failures() == ["holdout accuracy"]
+
+
+def test_drift_that_changes_the_answers_moves_the_evaluation_set_when_asked(settings: Settings, tmp_path: Path) -> None:
+    X, y, _ = load_dataset("iris")
+    shifted = (X + 0.8 * X.std()).round(3).assign(target=y)  # same labels, moved inputs: the answers changed
+    recent = tmp_path / "shifted.csv"
+    shifted.to_csv(recent, index=False)
+    kept = retrain(settings, "iris", recent=recent, auto_promote=True)
+    assert kept.verdict is not None and kept.verdict.failures() == ["holdout accuracy"]  # old rows: v1 is right
+
+    moved = retrain(replace(settings, retrain_refresh_holdout=True), "iris", recent=recent, auto_promote=True)
+    assert moved.verdict is not None and moved.verdict.passed, moved.verdict.to_dict()
+    row = next(r for r in moved.verdict.rows if r.check == "holdout accuracy")
+    assert "re-scored" in row.required and float(row.candidate) > float(row.champion)
+    client = connect(settings)
+    fixed_run, rows = fair.fixed_holdout(client, "iris")  # type: ignore[misc]
+    assert fixed_run == moved.run_id and len(fair.load_holdout(client, fixed_run)) == 45  # 30% of 150 recent rows
+    assert client.get_model_version("iris", moved.version).tags[A.TAG_HOLDOUT_DIGEST] == rows

@@ -4,6 +4,7 @@ from the SQLite registry → predictions equal the sklearn model's own."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,11 @@ def iris_server(home: Path):
     assert "registered iris version 1" in trained.stdout
     converted = vigil(home, "convert", "iris", "--version", "1", "--quiet")
     assert converted.returncode == 0, converted.stderr
-    assert "parity" in converted.stdout.lower()
+    # The whole line, so "parity failed" (or a parity on other rows) cannot pass for it.
+    line = re.fullmatch(r"models:/iris/1 \(LogisticRegression pipeline\) -> ONNX opset (\d+), (float32|float64) input; "
+                        r"parity passed on 30 rows, max abs err (\S+); \S+/vigil/onnx in [\d.]+s\n", converted.stdout)
+    assert line is not None, converted.stdout
+    assert float(line.group(3)) <= 1e-5
 
     settings = config.load({"VIGIL_HOME": str(home), "VIGIL_MODEL": "models:/iris/1"})
     port = free_port()

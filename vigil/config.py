@@ -177,6 +177,9 @@ class Settings:
         "", LIFECYCLE,
         "recent labelled data for retraining: a CSV, or a folder of CSV/Parquet; unset = the log's labelled rows",
         shown="the prediction log")
+    retrain_refresh_holdout: bool = setting(
+        False, LIFECYCLE, "`1`: a retraining makes a held-out share of the recent rows the evaluation set "
+        "(drift that changed the answers); the champion is re-scored on it")
     retrain_action: str = setting(
         "local", LIFECYCLE, "`local` (run `vigil retrain`) or `webhook`",
         choices=("local", "webhook"))
