@@ -80,20 +80,30 @@ def test_health_and_metadata_over_both_protocols(iris):
     assert info.value.status() == "StatusCode.NOT_FOUND" and "serves 'iris'" in info.value.message()
 
 
-@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT64"])
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
 def test_infer_matches_sklearn_over_grpc_and_http(iris, datatype):
     model, g, h, _, _ = iris
-    rows = np.array(model.rows, dtype={"FP32": np.float32, "FP64": np.float64, "INT64": np.int64}[datatype])
-    expected = model.labels if datatype != "INT64" else None
+    rows = np.array(model.rows, dtype={"FP32": np.float32, "FP64": np.float64}[datatype])
     for module, client in ((grpcclient, g), (httpclient, h)):
         result = client.infer("iris", _inputs(module, rows, datatype), request_id="r1")
         labels = result.as_numpy("label")
         assert labels.dtype == np.int64 and labels.shape == (len(rows),)
-        if expected is not None:
-            assert labels.tolist() == expected
-            np.testing.assert_allclose(result.as_numpy("probabilities"), model.probabilities, atol=1e-5)
-        else:  # integer-truncated rows: just a well-formed answer
-            assert result.as_numpy("probabilities").shape == (len(rows), 3)
+        assert labels.tolist() == model.labels
+        np.testing.assert_allclose(result.as_numpy("probabilities"), model.probabilities, atol=1e-5)
+
+
+@pytest.mark.parametrize("datatype", ["INT64", "INT32"])
+def test_integer_inputs_answer_as_the_same_values_in_fp64(iris, datatype):
+    model, g, h, _, _ = iris
+    # Scaled so the integer rows still span the classes (iris truncated to ints would not).
+    values = np.rint(np.array(model.rows) * 3)
+    ints = values.astype({"INT64": np.int64, "INT32": np.int32}[datatype])
+    for module, client in ((grpcclient, g), (httpclient, h)):
+        as_fp64 = client.infer("iris", _inputs(module, values.astype(np.float64), "FP64"))
+        as_int = client.infer("iris", _inputs(module, ints, datatype))
+        assert as_int.as_numpy("label").tolist() == as_fp64.as_numpy("label").tolist()
+        np.testing.assert_allclose(as_int.as_numpy("probabilities"), as_fp64.as_numpy("probabilities"), atol=1e-6)
+    assert len(set(as_fp64.as_numpy("label").tolist())) >= 2  # the comparison covers more than one class
 
 
 def test_requested_outputs_and_json_rest(iris):

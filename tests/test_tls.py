@@ -142,9 +142,7 @@ def _install_reference(settings: Settings, model: BuiltModel) -> None:
                       "classification", "target")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, certs):
-    home = tmp_path_factory.mktemp("tls-stack")
+def _stack(home: Path, certs: tuple[Path, Path, Path], extra: dict[str, str] | None = None):
     ca, cert, key = certs
     model = build_iris(home / "iris")
     port, grpc_port, monitor_port = free_port(), free_port(), free_port()
@@ -152,7 +150,7 @@ def stack(tmp_path_factory, certs):
     settings = load({"VIGIL_HOME": str(home), "VIGIL_MODEL": str(model.folder), "VIGIL_GRPC_PORT": str(grpc_port),
                      "VIGIL_TLS_CERT_FILE": str(cert), "VIGIL_TLS_KEY_FILE": str(key), "VIGIL_TLS_CA_FILE": str(ca),
                      "VIGIL_MONITOR_URL": monitor, "VIGIL_PREDICTION_LOG": "off", "VIGIL_LIFECYCLE_WORKER": "0",
-                     "VIGIL_PROFILE_SLICE_SECONDS": "0.05"})
+                     "VIGIL_PROFILE_SLICE_SECONDS": "0.05", **(extra or {})})
     _install_reference(settings, model)
     argv, env = serve_command(settings, port=port)
     env["BENTOML_HOME"] = str(home / "bentoml")
@@ -161,6 +159,37 @@ def stack(tmp_path_factory, certs):
                  log_path=home / "monitor.log", timeout=60, verify=str(ca)), \
             running(argv, env, f"{base}/readyz", log_path=home / "serve.log", timeout=90, verify=str(ca)):
         yield Stack(base, monitor, f"127.0.0.1:{grpc_port}", ca, model, settings)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, certs):
+    yield from _stack(tmp_path_factory.mktemp("tls-stack"), certs)
+
+
+def _served_rows(stack: Stack, headers: dict[str, str] | None = None) -> int:
+    """Rows of iris the service answered, from its own /metrics (every route, both protocols)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{stack.base}/metrics", verify=str(stack.ca), headers=headers, timeout=10).text
+    return int(sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "vigil_predictions_total" and s.labels.get("model") == "iris"
+                   and s.labels.get("outcome") == "ok"))
+
+
+def _ingested(stack: Stack, headers: dict[str, str] | None = None) -> tuple[int, int]:
+    """(rows the monitor ingested, rows the service answered) once they agree or 30 s passed, after a settle."""
+    verify = str(stack.ca)
+
+    def count() -> int:
+        versions = requests.get(f"{stack.monitor}/v1/status", verify=verify, headers=headers, timeout=10).json()
+        return sum(v["rows_ingested"] for v in versions["versions"] if v["model"] == "iris")
+
+    served = _served_rows(stack)
+    deadline = time.monotonic() + 30
+    while count() < served and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(1.0)  # a duplicate delivery would land by now: exactly once, not at least once
+    return count(), served
 
 
 @pytest.mark.integration
@@ -222,14 +251,8 @@ def test_producer_streams_profiles_to_the_https_monitor(stack: Stack) -> None:
     for _ in range(3):
         answer = requests.post(f"{stack.base}/predict", json={"instances": rows}, verify=verify, timeout=10)
         assert answer.status_code == 200, answer.text
-    deadline, ingested = time.monotonic() + 30, 0
-    while time.monotonic() < deadline:
-        versions = requests.get(f"{stack.monitor}/v1/status", verify=verify, timeout=10).json()["versions"]
-        ingested = sum(v["rows_ingested"] for v in versions if v["model"] == "iris")
-        if ingested >= 3 * len(rows):
-            break
-        time.sleep(0.3)
-    assert ingested >= 3 * len(rows), f"only {ingested} rows reached the monitor over TLS"
+    ingested, served = _ingested(stack)
+    assert served >= 3 * len(rows) and ingested == served, f"{ingested} rows reached the monitor over TLS, {served} were served"
 
 
 @pytest.mark.integration
@@ -251,3 +274,46 @@ def test_lifecycle_worker_and_report_read_the_https_monitor(stack: Stack, tmp_pa
     # without the CA: a clear error, not a silent fallback to the monitor's saved state
     with pytest.raises(PermissionError, match="VIGIL_TLS_CA_FILE"):
         write_report(replace(stack.settings, tls_ca_file=""), tmp_path / "untrusted.html")
+
+
+# -- TLS with both tokens on ------------------------------------------------------------------
+
+API_TOKEN, PREDICT_TOKEN = "api-" + "a" * 28, "predict-" + "p" * 24
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, certs):
+    """The TLS stack with VIGIL_API_TOKEN and VIGIL_PREDICT_TOKEN both set."""
+    yield from _stack(tmp_path_factory.mktemp("tls-tokens"), certs,
+                      {"VIGIL_API_TOKEN": API_TOKEN, "VIGIL_PREDICT_TOKEN": PREDICT_TOKEN})
+
+
+@pytest.mark.integration
+def test_tls_with_both_tokens(guarded: Stack) -> None:
+    verify, rows = str(guarded.ca), guarded.model.rows
+    predict_auth, api_auth = {"Authorization": f"Bearer {PREDICT_TOKEN}"}, {"Authorization": f"Bearer {API_TOKEN}"}
+    # HTTPS predictions: refused without the predict token (and with the API one), answered with it.
+    for headers in (None, api_auth):
+        refused = requests.post(f"{guarded.base}/predict", json={"instances": rows}, headers=headers, verify=verify,
+                                timeout=10)
+        assert refused.status_code == 401, refused.text
+    answer = requests.post(f"{guarded.base}/predict", json={"instances": rows}, headers=predict_auth, verify=verify,
+                           timeout=10)
+    assert answer.status_code == 200 and answer.json()["predictions"] == guarded.model.labels, answer.text
+    # gRPC over TLS: the same token as metadata.
+    matrix = np.array(rows, dtype=np.float32)
+    with grpcclient.InferenceServerClient(guarded.grpc, ssl=True, root_certificates=str(guarded.ca)) as client:
+        tensor = grpcclient.InferInput("X", list(matrix.shape), "FP32")
+        tensor.set_data_from_numpy(matrix)
+        with pytest.raises(Exception, match="UNAUTHENTICATED"):
+            client.infer("iris", [tensor])
+        labels = client.infer("iris", [tensor], headers={"authorization": f"Bearer {PREDICT_TOKEN}"})
+        assert labels.as_numpy("label").tolist() == guarded.model.labels
+    # The profile stream carries the API token: every answered row reaches the monitor, once.
+    assert requests.get(f"{guarded.monitor}/v1/status", verify=verify, timeout=10).status_code == 401
+    ingested, served = _ingested(guarded, headers=api_auth)
+    assert served == 2 * len(rows) and ingested == served, (ingested, served)
+    # Prometheus scrapes both /metrics without a token.
+    for url in (guarded.base, guarded.monitor):
+        scrape = requests.get(f"{url}/metrics", verify=verify, timeout=10)
+        assert scrape.status_code == 200 and "# TYPE" in scrape.text, url
