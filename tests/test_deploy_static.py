@@ -39,6 +39,15 @@ def test_promtool_rule_unit_tests_pass() -> None:
     assert result.returncode == 0 and result.stdout.count("SUCCESS") == len(tests), result.stdout + result.stderr
 
 
+def test_every_recording_rule_has_an_expression_test() -> None:
+    records = {r["record"] for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]
+               for r in g["rules"] if "record" in r}
+    tested = {check["expr"].strip() for path in (PROM / "tests").glob("*.yml")
+              for case in yaml.safe_load(path.read_text())["tests"] for check in case.get("promql_expr_test", [])
+              if check.get("exp_samples")}
+    assert len(records) >= 13 and records - tested == set(), "recording rules without a promtool expression test"
+
+
 def test_every_alert_is_tested_firing_and_quiet() -> None:
     fired, quiet = set(), set()
     for path in (PROM / "tests").glob("*.yml"):
