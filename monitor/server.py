@@ -25,7 +25,7 @@ from starlette.routing import Route
 from monitor.labels import JOIN_EVERY_S
 from monitor.state import Monitor
 from monitor.wire import WireError
-from vigil.asgi import BodyTooLarge, Disconnected, read_body
+from vigil.asgi import BodyTooLarge, Disconnected, HeaderLimit, read_body
 from vigil.auth import UNAUTHORIZED, BearerGate, api_token
 from vigil.config import Settings, apply_to_process
 from vigil.process_stats import LabelledProcessCollector
@@ -137,7 +137,12 @@ def create_app(settings: Settings, monitor: Monitor | None = None, port: int | N
         Route("/openapi.json", lambda _: _JSON(monitor_openapi())),  # hand-kept: monitor/openapi.py
         Route("/v1/actions/alert", alert_endpoint(lifecycle), methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=_gate(settings, mon))
+    def too_large_headers() -> None:
+        mon.rejected["headers_too_large"] += 1
+
+    # Outermost: headers over 16 KiB get 431 before the token check or any route.
+    limit = [Middleware(HeaderLimit, refused=too_large_headers)]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=limit + _gate(settings, mon))
 
 
 def _gate(settings: Settings, mon: Monitor) -> list[Middleware]:

@@ -21,6 +21,12 @@ class PayloadTooLarge(RequestError):
     status = 413
 
 
+class HeadersTooLarge(RequestError):
+    """Request line + headers over vigil/asgi.py's MAX_HEADER_BYTES."""
+
+    status = 431
+
+
 class Overloaded(RequestError):
     """The batch queue is full: the client should retry shortly (503 + Retry-After)."""
 

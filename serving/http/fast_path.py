@@ -6,7 +6,8 @@ context middleware, its router and the mount: under py-spy those layers were abo
 of the CPU time per request. `FastPath` is an ASGI middleware that BentoML installs in
 its own stack (`Service.add_asgi_middleware`): it hands POST /predict to the handler
 service.py defines, guards BentoML's native /v1/predict (token, in-flight count, body
-limit: BentoML itself reads bodies with no size limit) and passes everything else on.
+limit: BentoML itself reads bodies with no size limit), refuses headers over 16 KiB with
+431 on every route (uvicorn's httptools parser takes any size) and passes the rest on.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.errors import RequestError, error_headers
+from serving.errors import HeadersTooLarge, RequestError, error_headers
 from serving.http.messages import Disconnected, read_body, replay, send_json
 from serving.runtime import Runtime
+from vigil.asgi import headers_too_large
 from vigil.auth import asgi_authorization
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -39,7 +41,9 @@ class FastPath:
         self.predict = predict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
+        if scope["type"] == "http" and (problem := headers_too_large(scope)) is not None:
+            await refuse(self.runtime, send, HeadersTooLarge("headers_too_large", problem))  # every route, BentoML's too
+        elif scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
             await self.predict(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == NATIVE_PREDICT:
             await self.guard(scope, receive, send)
