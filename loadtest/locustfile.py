@@ -153,6 +153,12 @@ class GrpcUser(User):
         self.client = triton.InferenceServerClient(opts.vigil_grpc_host)
         self.rows_per_request = opts.vigil_rows
 
+    def on_stop(self) -> None:
+        # An open grpcio channel under gevent keeps Locust's process alive after its summary.
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
     @task
     def infer(self) -> None:
         if self.client is None:

@@ -101,6 +101,34 @@ def test_gate_fails_an_impossible_slo(stack, tmp_path, capsys) -> None:
     assert "SLO breached" in capsys.readouterr().out
 
 
+def test_the_locust_grpc_user_runs_against_the_grpc_server(stack, tmp_path, capsys) -> None:
+    settings, service, _ = stack
+    slo = _slo(tmp_path / "slo.yaml", p50_ms=500, p99_ms=2000, max_error_rate=0.01, min_rps=1, duration_s=4,
+               users=2, spawn_rate=2, user_classes=["GrpcUser"])
+    verdict = run_loadtest(settings, service, slo, tmp_path / "out")
+    assert verdict.passed, verdict.checks
+    grpc = [e for e in verdict.endpoints if "grpc" in e.name.lower() or "infer" in e.name.lower()]
+    assert grpc and grpc[0].requests > 10 and grpc[0].failures == 0, [(e.name, e.requests) for e in verdict.endpoints]
+    assert verdict.total.requests == sum(e.requests for e in verdict.endpoints)
+
+
+def test_vigil_loadtest_exits_1_on_a_breached_slo_as_a_process(stack, tmp_path) -> None:
+    import subprocess
+
+    settings, service, home = stack
+    slo = _slo(tmp_path / "slo.yaml", p50_ms=0, p99_ms=0, max_error_rate=0, min_rps=1e9, duration_s=2, users=1)
+    vigil = str(Path(sys.executable).with_name("vigil"))
+    env = {**process_env(settings)}
+    done = subprocess.run([vigil, "loadtest", "--host", service, "--slo", str(slo), "--out", str(tmp_path / "out")],
+                          env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "SLO breached" in done.stdout
+    met = _slo(tmp_path / "met.yaml", p50_ms=1000, p99_ms=5000, max_error_rate=0.5, min_rps=1, duration_s=2, users=1)
+    ok = subprocess.run([vigil, "loadtest", "--host", service, "--slo", str(met), "--out", str(tmp_path / "out2")],
+                        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "SLO met" in ok.stdout, ok.stdout[-2000:] + ok.stderr[-2000:]
+
+
 # -- Prometheus -------------------------------------------------------------------------
 GRAFANA_VARS = {"$__rate_interval": "1m", "$model": ".*"}
 
