@@ -92,7 +92,8 @@ def export_bento(settings: Settings, ref: ModelRef, out_dir: Path) -> Path:
             os.environ.pop("UV_CONSTRAINT", None)
         else:
             os.environ["UV_CONSTRAINT"] = previous
-    out_dir = Path(out_dir)
+    # Absolute: BentoML's fsspec export reads a relative "bentos/x.bento" as "/bentos/x.bento".
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{ref.name}-{version}.bento"
     target.unlink(missing_ok=True)

@@ -190,8 +190,7 @@ def test_pipelines_run_the_same_cli_steps_in_order(pipeline: str) -> None:
     steps = re.findall(r"\.venv/bin/vigil (\w+)", text)
     assert steps == ["retrain", "convert", "promote", "export", "versions"]
     parser = build_parser()
-    for step in steps:  # each step is a real subcommand
-        assert parser.parse_args([step, "iris", *(["1", "--to", "production"] if step == "promote" else
+    for step in steps:  # each step is a real subcommand (tests/test_pipelines.py runs them)
+        args = parser.parse_args([step, "iris", *(["1", "--to", "production"] if step == "promote" else
                                                  ["--version", "1"] if step in ("convert", "export") else [])])
-    sample = "retrained iris v12 from v3 + 60 recent rows (run abc)"
-    assert re.sub(r"^retrained .* v([0-9]*) from .*", r"\1", sample) == "12"  # what the sed line extracts
+        assert args.command == step and args.func.__name__ == f"cmd_{step}"
