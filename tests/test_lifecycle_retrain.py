@@ -168,8 +168,8 @@ def test_run_actions_one_pass_and_dry_run_only_alerts(settings: Settings) -> Non
     # v2 was champion before v1 came back: the previous champion to roll back to.
     second = train(settings, reference_rows=200)
     convert_version(settings, f"models:/iris/{second.version}", progress=False)
-    promote(replace(settings, gate_tolerance=1.0), "iris", second.version, "production", reason="v2")
-    promote(replace(settings, gate_tolerance=1.0), "iris", "1", "production", reason="back to v1")
+    promote(settings, "iris", second.version, "production", reason="v2")
+    promote(settings, "iris", "1", "production", reason="back to v1")
     now = int(time.time())
     _Monitor.history = {"1": _windows(now, False, 0.40, 40), "2": _windows(now - 900, False, 0.97, 40)}
     dry = replace(settings, rollback_dry_run=True, rollback_cooldown_seconds=0, auto_move_period_seconds=0)
