@@ -89,8 +89,9 @@ def holdout_pair(client: Any, candidate: Any, champion: Any | None, metric: str)
     try:
         frame = load_holdout(client, run_id)
         pair = [_on(frame, v, metric, rows) for v in (candidate, champion)]
-    except (OSError, KeyError, ValueError) as exc:
-        # The evaluation set no longer fits (other features or target): say so in the row.
+    except Exception as exc:  # MLflow, pandas and sklearn each raise their own types
+        # The evaluation set no longer fits (other features or target) or a model will not
+        # load: compare the versions' own holdouts, and say so in the row.
         return HoldoutPair(own.candidate, own.champion, f"own holdouts, fixed one unusable: {exc}"[:120])
     return HoldoutPair(pair[0], pair[1], "fixed holdout, re-scored")
 
