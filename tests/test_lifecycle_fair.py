@@ -140,3 +140,18 @@ def test_drift_that_changes_the_answers_moves_the_evaluation_set_when_asked(sett
     fixed_run, rows = fair.fixed_holdout(client, "iris")  # type: ignore[misc]
     assert fixed_run == moved.run_id and len(fair.load_holdout(client, fixed_run)) == 45  # 30% of 150 recent rows
     assert client.get_model_version("iris", moved.version).tags[A.TAG_HOLDOUT_DIGEST] == rows
+
+
+def test_a_version_the_fixed_rows_cannot_score_is_compared_on_its_own_holdout_and_says_so(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from lifecycle.datasets import make_mixed_demo_frame
+
+    csv = tmp_path / "other.csv"
+    make_mixed_demo_frame(200).to_csv(csv, index=False)  # other features: the iris rows cannot feed it
+    other = train(settings, csv=csv, target="target", name="iris")
+    client = connect(settings)
+    pair = fair.holdout_pair(client, client.get_model_version("iris", other.version),
+                             client.get_model_version("iris", "1"), "accuracy")
+    assert pair.rows.startswith("own holdouts, fixed one unusable") and "lacks" in pair.rows, pair.rows
+    assert pair.candidate == other.metrics["accuracy"]
