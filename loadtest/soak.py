@@ -36,7 +36,7 @@ import psutil
 
 from loadtest.bench import LOAD_CPU, ROOT, started
 from loadtest.grpc_load import GRPC_PATH, check_rpc, frame, run_grpc_load
-from loadtest.servers import Server, monitored_server, prepare_models
+from loadtest.servers import VIGIL_HTTP, BenchModel, Server, monitored_server, prepare_models, vigil_server
 from loadtest.soak_probe import (
     Counters, PacedLoad, find_monitor, monitor_ingest, service_counters, start_paced, take_sample,
 )
@@ -59,7 +59,9 @@ LAG_BOUND_S = 5.0
 DRAIN_S = 30.0  # after the load: how long the monitor may take to ingest the last rows
 MAX_DRAIN_S = 180.0  # after the saturation: its backlog is far larger
 # The search for the sustained maximum: shares of the burst maximum, RAMP_STEP_S each.
-RAMP_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Shares of the unwatched maximum (the same server, monitoring off): finer near the top,
+# where the floor (sustained >= 0.9 x unwatched) is decided.
+RAMP_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 RAMP_STEP_S = 30
 BACKLOG_GROWTH_S = 0.5  # a step may grow the monitor's backlog by this many seconds of its rows
 SMOKE = {"minutes": 0.25, "warmup_s": 3.0, "sample_s": 1.0, "max_seconds": 2.0, "ramp_step_s": 2}
@@ -171,9 +173,22 @@ def _step(target: _Target, rps: float, grpc_share: float, folder: Path, seconds:
     return step
 
 
+def unwatched_maximum(settings: Settings, model: BenchModel, seconds: float, log_dir: Path) -> float:
+    """The maximum of the same mix against the same server with monitoring off (no agent,
+    no prediction log): what watching is measured against."""
+    bare = vigil_server(settings, model, VIGIL_HTTP, free_port, grpc=True)
+    with started(bare, log_dir):
+        target = _Target(bare, f"http://127.0.0.1:{bare.port}", "", 0, ("", ""))
+        http, grpc = measure_max(target, seconds)
+    print(f"soak: unwatched maximum of the mix {http.rps + grpc.rps:,.0f} req/s (HTTP {http.rps:,.0f}, "
+          f"gRPC {grpc.rps:,.0f})", flush=True)
+    return http.rps + grpc.rps
+
+
 def sustained_maximum(target: _Target, burst_rps: float, grpc_share: float, folder: Path,
                       step_s: int = RAMP_STEP_S) -> tuple[float, list[RampStep]]:
-    """Climb RAMP_SHARES of the burst maximum, `step_s` each, until a step is not kept up; the last kept-up rate.
+    """Climb RAMP_SHARES of `burst_rps` (the unwatched maximum), `step_s` each, until a step is
+    not kept up; the last kept-up rate.
 
     Why not the burst itself: saturating one core starves the profile agent, which buffers
     and catches up afterwards, so the burst measures serving alone. What a deployment can
@@ -271,6 +286,7 @@ def run_soak(settings: Settings, minutes: float = 10.0, load: float = 0.8, warmu
     log_dir = soak_settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     model = prepare_models(soak_settings, heavy=False)[0]
+    unwatched = unwatched_maximum(soak_settings, model, max_seconds, log_dir)
     server = monitored_server(soak_settings, model, free_port, grpc=True)
     # The monitor is its own deployment (its own pod/host in production): it gets the load
     # generators' core rather than taking a share of the service's.
@@ -284,12 +300,13 @@ def run_soak(settings: Settings, minutes: float = 10.0, load: float = 0.8, warmu
         total = max_http.rps + max_grpc.rps
         share = max_grpc.rps / total
         if rate is None:
-            sustained, ramp = sustained_maximum(target, total, share, Path(tmp), ramp_step_s)
+            sustained, ramp = sustained_maximum(target, unwatched, share, Path(tmp), ramp_step_s)
         else:  # an explicit rate skips the search (its "maximum" is then the rate itself)
             sustained, ramp, load = rate, [], 1.0
         report = SoakReport(
             date=time.strftime("%Y-%m-%d %H:%M"), cores=psutil.cpu_count() or 0, load_avg=os.getloadavg(),
             max_http=max_http, max_grpc=max_grpc, max_catch_up_s=behind, sustained_rps=sustained, load=load,
+            unwatched_rps=unwatched,
             http_rps=load * sustained * (1 - share), grpc_rps=load * sustained * share, http_clients=HTTP_CLIENTS,
             grpc_clients=GRPC_CLIENTS, warmup_s=warmup_s, duration_s=warmup_s + minutes * 60,
             slo_p99_ms=settings.slo_p99_ms, lag_bound_s=LAG_BOUND_S, command=command, ramp=ramp,

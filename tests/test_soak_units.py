@@ -32,7 +32,7 @@ def report(**changes) -> SoakReport:
         samples=[sample(t, 300.0 + t / 600, served=t * 6000, ingested=t * 6000) for t in range(0, 661, 5)],
         buckets=[Bucket(float(b), 60000, 2.0, 9.0) for b in range(0, 660, 10)],
         http_requests=3_168_000, grpc_requests=791_000, p50_ms=2.0, p99_ms=9.0,
-        rows_served=3_960_000.0, rows_ingested=3_960_000.0, command="vigil soak --minutes 10",
+        rows_served=3_960_000.0, rows_ingested=3_960_000.0, command="vigil soak --minutes 10", unwatched_rps=8000.0,
     )
     return SoakReport(**{**base, **changes})
 
@@ -111,8 +111,14 @@ def test_sustained_maximum_is_the_last_step_serving_and_monitoring_kept_up_with(
 
 def test_every_floor_is_met_by_a_clean_run() -> None:
     floors = report().floors()
-    assert len(floors) == 4 and all(f.ok for f in floors), floors
+    assert len(floors) == 5 and all(f.ok for f in floors), floors
     assert report().ok
+
+
+def test_watching_must_keep_nine_tenths_of_the_unwatched_maximum() -> None:
+    floor = next(f for f in report(sustained_rps=7_100.0).floors() if "unwatched" in f.name)
+    assert not floor.ok and "0.89 ×" in floor.value
+    assert next(f for f in report(sustained_rps=7_200.0).floors() if "unwatched" in f.name).ok
 
 
 @pytest.mark.parametrize("changes", [
