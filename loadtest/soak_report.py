@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loadtest.report import MARKER, Floor
+from loadtest.report import Floor, write_between
 from loadtest.soak_probe import Sample
 from loadtest.wrk import LoadResult
 
@@ -285,20 +285,8 @@ def render(report: SoakReport) -> str:
 
 
 def write_section(text: str, out: Path) -> None:
-    """Put the section between its markers: replaced in place when present, otherwise
-    inserted just above the bench's marker (so `make bench` keeps it)."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    current = out.read_text() if out.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1]
-    elif MARKER in current:
-        head, rest = current.split(MARKER, 1)
-        new = f"{head.rstrip()}\n\n{block}\n\n{MARKER}{rest}"
-    else:
-        # the bench rewrites a file without its marker from scratch: add the marker after us
-        new = f"{current.rstrip() or '# Benchmarks'}\n\n{block}\n\n{MARKER}\n"
-    out.write_text(new)
+    """The Soak section, between its markers in `out`."""
+    write_between(text, out, BEGIN, END)
 
 
 def plot(report: SoakReport, out: Path) -> Path:

@@ -81,17 +81,7 @@ def section(results: list[ScenarioScore], alarms: dict[str, float], speed: dict[
 
 
 def write_section(text: str, out: Path) -> None:
-    """Replace the section between its markers, or insert it above the bench's generated part."""
-    from loadtest.report import MARKER
+    """The drift bench's section, between its markers in `out`."""
+    from loadtest.report import write_between
 
-    block = f"{BEGIN}\n{text}\n{END}"
-    current = out.read_text() if out.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1]
-    elif MARKER in current:
-        head, rest = current.split(MARKER, 1)
-        new = f"{head.rstrip()}\n\n{block}\n\n{MARKER}{rest}"
-    else:
-        new = f"{current.rstrip() or '# Benchmarks'}\n\n{block}\n\n{MARKER}\n"
-    out.write_text(new)
+    write_between(text, out, BEGIN, END)
