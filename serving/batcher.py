@@ -9,6 +9,12 @@ the batch is flushed at once instead of sitting out the full `max_latency`. On a
 event loop every request that arrived together has been parsed by then, so waiting longer
 only adds latency at low load (it would break a 2 ms p99 at one client); under load the
 queue refills within the loop turn and batches grow by themselves.
+
+Why a batch was released (`RELEASE_REASONS`, reported to the observer with the
+protocols it holds and how long its oldest request waited):
+"full" the next request would not fit in `max_batch_size` (or the batch reached it),
+"latency" `max_latency` passed while requests kept arriving, "idle" nothing else
+arrived within one loop turn, "swap" the next request was validated for another model.
 """
 
 from __future__ import annotations
@@ -44,10 +50,15 @@ class BatchModel(Protocol):
 OnBatch = Callable[[dict[str, np.ndarray], Prediction, list[str], Any], None]
 
 
+RELEASE_REASONS = ("full", "latency", "idle", "swap")
+
+
 class BatchObserver(Protocol):
     def batch_done(self, rows: int, seconds: float, ok: bool) -> None: ...
 
     def queue_changed(self, rows: int) -> None: ...
+
+    def batch_released(self, reason: str, rows_by_protocol: dict[str, int], oldest_wait_s: float) -> None: ...
 
 
 class _NullObserver:
@@ -55,6 +66,9 @@ class _NullObserver:
         pass
 
     def queue_changed(self, rows: int) -> None:
+        pass
+
+    def batch_released(self, reason: str, rows_by_protocol: dict[str, int], oldest_wait_s: float) -> None:
         pass
 
 
@@ -67,6 +81,8 @@ class _Item:
     # A batch never mixes models, so a hot swap cannot run rows validated for one
     # model version on another.
     model: BatchModel
+    protocol: str | None  # "http" / "grpc"; None = internal (the warm-up), not in the batch metrics
+    queued_at: float  # time.monotonic() at submit
 
 
 class Batcher:
@@ -109,11 +125,13 @@ class Batcher:
                 item.future.set_exception(Overloaded("shutting_down", "the server is shutting down"))
         self._queue.clear()
 
-    async def submit(self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None, model: BatchModel) -> Prediction:
+    async def submit(self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None, model: BatchModel,
+                     protocol: str | None = None) -> Prediction:
         """Queue one request's rows and wait for its slice of the batch result.
 
         `ids` (one per row) reach `on_batch`; a batch holding a request without ids
-        (the warm-up) is not reported. `model` runs the request's batch.
+        (the warm-up) is not reported. `model` runs the request's batch. `protocol`
+        ("http", "grpc") labels the batch metrics; None keeps the request out of them.
         """
         if self._task is None or self._wakeup is None:
             raise RuntimeError("batcher not started")
@@ -122,7 +140,7 @@ class Batcher:
         if self.queued_rows and self.queued_rows + rows > self.max_queue_rows:
             raise Overloaded("overloaded", f"the server queue is full ({self.queued_rows} rows waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(inputs, rows, future, ids, model))
+        self._queue.append(_Item(inputs, rows, future, ids, model, protocol, time.monotonic()))
         self.queued_rows += rows
         self._observer.queue_changed(self.queued_rows)
         self._wakeup.set()
@@ -146,21 +164,36 @@ class Batcher:
         items = [self._pop()]
         rows, model = items[0].rows, items[0].model
         deadline = time.monotonic() + self.max_latency_s
+        reason = "full"
         while rows < self.max_batch_size:
             if self._queue:
-                if rows + self._queue[0].rows > self.max_batch_size or self._queue[0].model is not model:
+                if self._queue[0].model is not model:
+                    reason = "swap"
                     break
+                if rows + self._queue[0].rows > self.max_batch_size:
+                    break  # "full": the next request does not fit
                 item = self._pop()
                 items.append(item)
                 rows += item.rows
                 continue
             if time.monotonic() >= deadline:
+                reason = "latency"
                 break
             await asyncio.sleep(0)  # one loop turn: requests parsed meanwhile join
             if not self._queue:
+                reason = "idle"
                 break
         self._observer.queue_changed(self.queued_rows)
+        self._released(items, reason)
         return items
+
+    def _released(self, items: list[_Item], reason: str) -> None:
+        by_protocol: dict[str, int] = {}
+        for item in items:
+            if item.protocol is not None:
+                by_protocol[item.protocol] = by_protocol.get(item.protocol, 0) + item.rows
+        if by_protocol:  # the oldest request is the first: the queue is FIFO
+            self._observer.batch_released(reason, by_protocol, time.monotonic() - items[0].queued_at)
 
     async def _run(self, items: list[_Item]) -> None:
         live = [item for item in items if not item.future.done()]  # drop cancelled callers

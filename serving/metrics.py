@@ -12,8 +12,13 @@ from __future__ import annotations
 import os
 import time
 
+from serving.batcher import RELEASE_REASONS
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# vigil_batches_total{protocols}: the sorted protocols of a batch's requests joined by "+".
+BATCH_PROTOCOLS = ("http", "grpc", "grpc+http")
 # vigil_model_swap_failures_total reasons (serving/swap/reload.py), exported at 0 from the
 # start: a series born at 1 shows no increase() in Prometheus, and the alert would miss it.
 SWAP_FAILURE_REASONS = ("registry", "not_servable", "download", "load", "warm")
@@ -36,6 +41,21 @@ class ServingMetrics:
             "vigil_inference_seconds", "ONNX Runtime time per batch.", buckets=LATENCY_BUCKETS, **reg
         )
         self.batch_size = Histogram("vigil_batch_size", "Rows per batch.", buckets=BATCH_BUCKETS, **reg)
+        # Proof that the protocols share batches, and why each batch left the queue
+        # (serving/batcher.py); every label exported at 0 so increase() sees the first one.
+        self.batches = Counter("vigil_batches_total", "Batches run, by the protocols of the requests they hold.",
+                               ["protocols"], **reg)
+        self.releases = Counter("vigil_batch_release_total", "Batches released from the queue, by reason.",
+                                ["reason"], **reg)
+        self.queue_wait = Histogram("vigil_batch_queue_wait_seconds",
+                                    "Time the oldest request of each batch waited in the queue.",
+                                    buckets=WAIT_BUCKETS, **reg)
+        self.protocol_rows = Histogram("vigil_batch_protocol_rows",
+                                       "Rows each protocol put in a batch (one observation per protocol present).",
+                                       ["protocol"], buckets=BATCH_BUCKETS, **reg)
+        self._batches = {p: self.batches.labels(p) for p in BATCH_PROTOCOLS}
+        self._releases = {r: self.releases.labels(r) for r in RELEASE_REASONS}
+        self._protocol_rows = {p: self.protocol_rows.labels(p) for p in ("http", "grpc")}
         # protocol: "http" (/predict, /v1/predict, /v2 REST) or "grpc"; its _count is the
         # per-protocol request counter, while vigil_batch_size stays one histogram because
         # both protocols feed the same batches.
@@ -86,6 +106,17 @@ class ServingMetrics:
 
     def queue_changed(self, rows: int) -> None:
         self.queue_rows.set(rows)
+
+    def batch_released(self, reason: str, rows_by_protocol: dict[str, int], oldest_wait_s: float) -> None:
+        key = "+".join(sorted(rows_by_protocol))
+        counter = self._batches.get(key) or self._batches.setdefault(key, self.batches.labels(key))
+        counter.inc()
+        self._releases[reason].inc()
+        self.queue_wait.observe(oldest_wait_s)
+        for protocol, rows in rows_by_protocol.items():
+            histogram = self._protocol_rows.get(protocol) or self._protocol_rows.setdefault(
+                protocol, self.protocol_rows.labels(protocol))
+            histogram.observe(rows)
 
     def answered(self, rows: int, version: str | None = None) -> None:
         """Count rows answered, under the version that served them (default: the current one)."""

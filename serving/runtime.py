@@ -217,13 +217,15 @@ class Runtime:
             raise NotReady("not_ready", "the model is still loading")
         return self.serving.validator.validate(payload)
 
-    async def predict(self, request: ParsedRequest) -> dict[str, Any]:
-        """Run one validated request through the shared batcher and build the answer."""
+    async def predict(self, request: ParsedRequest, protocol: str = "http") -> dict[str, Any]:
+        """Run one validated request through the shared batcher and build the answer.
+
+        `protocol` ("http" or "grpc") labels the batch metrics of the batch it joins."""
         assert self.batcher is not None and self.serving is not None
         bundle = self.serving  # the one that validated `request` (no await since parse)
         # Ids are fixed before batching so the batch's profile can carry them per row.
         ids = request.ids if request.ids is not None else self.ids.take(request.rows)
-        result = await self.batcher.submit(request.inputs, request.rows, ids, bundle)
+        result = await self.batcher.submit(request.inputs, request.rows, ids, bundle, protocol)
         if self.metrics is not None:
             self.metrics.answered(request.rows, bundle.version)
         answer: dict[str, Any] = {"predictions": result.labels.tolist()}

@@ -157,10 +157,10 @@ def test_bad_inputs_are_invalid_argument_with_a_message(iris):
 
 
 def test_http_and_grpc_traffic_at_once_feeds_one_batcher(iris):
-    """wrk (HTTP) and h2load (gRPC) at the same time: both counted, one batch histogram.
+    """wrk (HTTP) and h2load (gRPC) at the same time: both counted, and batches holding both.
 
-    (Whether a gRPC request lands in the same batch as HTTP ones depends on arrival
-    timing; see the report: grpc.aio hands requests to the loop one at a time.)
+    vigil_batches_total{protocols="grpc+http"} counts batches with rows of both protocols:
+    it can only grow if gRPC requests really join the HTTP routes' batches.
     """
     model, _, _, base, grpc_port = iris
     before = requests.get(f"{base}/metrics", timeout=5).text
@@ -183,6 +183,13 @@ def test_http_and_grpc_traffic_at_once_feeds_one_batcher(iris):
     rows = n_http + 5 * n_grpc
     assert rows <= delta("vigil_batch_size_sum") <= rows + 16 + 5 * 4
     assert delta("vigil_batch_size_count") < n_http + n_grpc  # and requests were batched together
+    shared = delta("vigil_batches_total", '{protocols="grpc+http"}')
+    assert shared > 0, "no batch held both HTTP and gRPC requests"
+    batches = shared + delta("vigil_batches_total", '{protocols="http"}') + delta("vigil_batches_total", '{protocols="grpc"}')
+    assert batches >= delta("vigil_batch_size_count")  # every batch run was labelled
+    assert n_grpc * 5 <= delta("vigil_batch_protocol_rows_sum", '{protocol="grpc"}') <= (n_grpc + 4) * 5
+    assert sum(delta("vigil_batch_release_total", f'{{reason="{r}"}}') for r in ("full", "latency", "idle", "swap")) \
+        == batches
 
 
 def test_two_workers_serve_grpc_on_one_port_with_bytes_inputs(tmp_path):

@@ -179,7 +179,7 @@ class OipModel:
                 if tensor.datatype == "BYTES" else data
         return columns
 
-    async def infer(self, parsed: ParsedRequest, requested: list[str]) -> list[Output]:
+    async def infer(self, parsed: ParsedRequest, requested: list[str], protocol: str = "http") -> list[Output]:
         """Run validated rows through the shared batcher; return the requested outputs."""
         specs = self.outputs()
         names = [s.name for s in specs]
@@ -187,7 +187,7 @@ class OipModel:
         if unknown:
             raise RequestError("unknown_output", f"unknown output(s) {', '.join(unknown)}; "
                                                  f"this model has {', '.join(names)}")
-        answer = await self.runtime.predict(parsed)
+        answer = await self.runtime.predict(parsed, protocol)
         arrays = {names[0]: np.asarray(answer["predictions"])}
         if "probabilities" in answer and len(names) > 1:
             arrays["probabilities"] = np.asarray(answer["probabilities"], dtype=np.float32)
