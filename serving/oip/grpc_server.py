@@ -6,6 +6,9 @@ the HTTP routes and HTTP + gRPC requests share batches. (grpc.aio on the worker 
 ~1,000 req/s at c=64 with 1-row batches; this bridge did ~4,100-4,600 on the same machine.) Every worker
 binds the same port with SO_REUSEPORT and the kernel spreads connections over them.
 
+ModelStreamInfer (serving/oip/grpc_stream.py) answers each request of a bidirectional
+stream through the same `answer` as ModelInfer, so streams and unary calls share batches.
+
 The service definition is the one generated and shipped in `tritonclient` (its
 `service_pb2*` modules): Triton's clients and perf tools speak it unchanged. RPCs that only
 make sense for Triton (repository control, shared memory, tracing...) answer UNIMPLEMENTED.
@@ -18,15 +21,16 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.errors import NotFound, NotReady, Overloaded, PayloadTooLarge, RequestError, Unauthorized
-from serving.oip.model import OipModel, Output
-from serving.oip.tensors import Tensor, from_contents, from_raw, to_raw
+from serving.oip.grpc_stream import serve_stream
+from serving.oip.grpc_wire import authorization as _authorization, decode_inputs, fill_response
+from serving.oip.model import OipModel
 
 if TYPE_CHECKING:
     from vigil.config import Settings
@@ -34,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bentoml.vigil")
 
-IMPLEMENTED = {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"}
+IMPLEMENTED = {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+               "ModelStreamInfer"}
 STOP_GRACE_S = 1.0
 GRPC_THREADS = 128
 
@@ -50,29 +55,6 @@ def status_for(error: RequestError) -> grpc.StatusCode:
     if isinstance(error, (Overloaded, PayloadTooLarge)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INVALID_ARGUMENT
-
-
-def decode_inputs(request: Any) -> list[Tensor]:
-    """The request's input tensors, from raw_input_contents (all inputs) or typed contents."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise RequestError("bad_raw_contents", f"raw_input_contents has {len(raw)} entries for "
-                           f"{len(request.inputs)} inputs; send raw data for every input or for none")
-    return [
-        from_raw(t.name, t.datatype, list(t.shape), raw[i]) if raw
-        else from_contents(t.name, t.datatype, list(t.shape), t.contents)
-        for i, t in enumerate(request.inputs)
-    ]
-
-
-def _response(request: Any, oip: OipModel, outputs: list[Output]) -> Any:
-    schema = oip.schema
-    response = pb.ModelInferResponse(model_name=schema.model_name, model_version=schema.model_version, id=request.id)
-    for out in outputs:
-        tensor = response.outputs.add(name=out.name, datatype=out.datatype)
-        tensor.shape.extend(out.data.shape)
-        response.raw_output_contents.append(to_raw(out.data, out.datatype))
-    return response
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -115,24 +97,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]],
         )
 
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def answer(self, request: Any, authorization: Callable[[], str | None], response: Any) -> Any:
+        """Admit, validate and run one ModelInferRequest, filling `response`; raises RequestError.
+
+        The one path of ModelInfer and of every request on a ModelStreamInfer stream.
+        """
         start = time.perf_counter()
-        try:
-            # shares the worker's in-flight count with the HTTP routes
-            self.runtime.admit("gRPC ModelInfer", lambda: _authorization(context))
-        except RequestError as error:
-            await self._fail(context, error)
+        # shares the worker's in-flight count with the HTTP routes
+        self.runtime.admit("gRPC ModelInfer", authorization)
         try:
             self.oip.check(request.model_name, request.model_version)
             parsed = self.oip.parse(decode_inputs(request), request.id)
-            outputs = await self.oip.infer(parsed, [o.name for o in request.outputs])
-        except RequestError as error:
-            await self._fail(context, error)
+            outputs = await self.oip.infer(parsed, [o.name for o in request.outputs], "grpc")
         finally:
             self.runtime.release()
-        response = _response(request, self.oip, outputs)
+        fill_response(response, request, self.oip, outputs)
         self.runtime.answered(start, "grpc")
         return response
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await self.answer(request, lambda: _authorization(context), pb.ModelInferResponse())
+        except RequestError as error:
+            await self._fail(context, error)
 
 
 def _unimplemented(method: str) -> Any:
@@ -154,14 +141,6 @@ class _Abort(Exception):
     def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
         super().__init__(details)
         self.code, self.details, self.trailing_metadata = code, details, tuple(trailing_metadata)
-
-
-def _authorization(context: Any) -> str | None:
-    """The `authorization` metadata of a call (gRPC's counterpart of the HTTP header)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value
-    return None
 
 
 class _LoopContext:
@@ -205,6 +184,13 @@ def _bridged(method: str) -> Any:
 
 for _method in [m for m in vars(pb_grpc.GRPCInferenceServiceServicer) if not m.startswith("_")]:
     setattr(_ThreadBridge, _method, _bridged(_method))
+
+
+def _stream(self: _ThreadBridge, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+    return serve_stream(self.inner, self.loop, request_iterator, context)
+
+
+_ThreadBridge.ModelStreamInfer = _stream  # type: ignore[method-assign]
 
 
 async def start_grpc(runtime: Runtime) -> grpc.Server:

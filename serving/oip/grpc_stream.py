@@ -1,0 +1,111 @@
+"""`ModelStreamInfer`: the OIP v2 bidirectional stream, answered request by request.
+
+One gRPC handler thread per stream writes the answers; a reader thread takes requests off
+the stream and hands each to the worker loop at once, so the requests of a stream (and of
+every other stream and unary call) queue together and share batches instead of waiting
+for one another. Answers go back in the order they finish, each with its request's `id`.
+
+Same rules as ModelInfer (`InferenceServicer.answer`): the predict token (checked once
+when the stream opens: without it the stream ends UNAUTHENTICATED), the worker's in-flight
+limit, validation and message size. A refused request does not end the stream: it is
+answered with `error_message` (and the stable reason in the `vigil-reason` parameter),
+the way Triton reports per-request errors on a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import grpc
+
+from vigil import auth
+from serving.errors import RequestError, Unauthorized
+from serving.oip.grpc_wire import authorization, pb
+
+if TYPE_CHECKING:
+    from serving.oip.grpc_server import InferenceServicer
+
+log = logging.getLogger("bentoml.vigil")
+
+# Requests of one stream in flight at once. Past it the reader stops reading, and HTTP/2
+# flow control pushes back on the client instead of the stream growing the queue alone.
+STREAM_WINDOW = 64
+_END = object()
+
+
+def serve_stream(inner: InferenceServicer, loop: asyncio.AbstractEventLoop, requests: Iterator[Any],
+                 context: grpc.ServicerContext) -> Iterator[Any]:
+    """The handler of one ModelStreamInfer call (runs on a gRPC thread, yields the answers)."""
+    runtime = inner.runtime
+    token = authorization(context)
+    if runtime.predict_token is not None and not auth.check_bearer(token, runtime.predict_token):
+        error = Unauthorized(auth.UNAUTHORIZED, auth.refusal("gRPC ModelStreamInfer"))
+        runtime.refused(error)
+        context.set_trailing_metadata((("vigil-reason", error.reason),))
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    reader = threading.Thread(target=_read, args=(inner, loop, requests, answers, lambda: token),
+                              name="vigil-grpc-stream", daemon=True)
+    reader.start()
+    while (answer := answers.get()) is not _END:
+        yield answer
+
+
+def _read(inner: InferenceServicer, loop: asyncio.AbstractEventLoop, requests: Iterator[Any],
+          answers: queue.SimpleQueue, token: Callable[[], str | None]) -> None:
+    window = threading.Semaphore(STREAM_WINDOW)
+
+    def done(request: Any, future: Any) -> None:  # on the loop thread, as each answer is ready
+        try:
+            answers.put(future.result())
+        except BaseException:  # cancelled before it ran (the worker is stopping)
+            answers.put(_refusal(request, "shutting_down", "the server is shutting down"))
+        finally:
+            window.release()
+
+    try:
+        for request in requests:
+            window.acquire()
+            try:
+                future = asyncio.run_coroutine_threadsafe(_answer(inner, request, token), loop)
+                future.add_done_callback(functools.partial(done, request))
+            except RuntimeError:  # the loop is closed: the worker is stopping
+                window.release()
+                break
+    except grpc.RpcError:
+        pass  # the client went away or cancelled; answers still in flight are dropped
+    finally:
+        for _ in range(STREAM_WINDOW):  # every answer handed out before the stream ends
+            window.acquire()
+        answers.put(_END)
+
+
+async def _answer(inner: InferenceServicer, request: Any, token: Callable[[], str | None]) -> Any:
+    """One request's ModelStreamInferResponse; never raises, so a bad request cannot end the stream."""
+    reply = pb.ModelStreamInferResponse()
+    try:
+        await inner.answer(request, token, reply.infer_response)
+        return reply
+    except RequestError as error:
+        inner.runtime.refused(error)
+        reason, message = error.reason, error.message
+    except asyncio.CancelledError:
+        reason, message = "shutting_down", "the server is shutting down"
+    except Exception:
+        log.exception("vigil: a ModelStreamInfer request failed")
+        reason, message = "internal", "internal error while answering this request"
+    return _refusal(request, reason, message)
+
+
+def _refusal(request: Any, reason: str, message: str) -> Any:
+    """The stream's answer to a request that got no result: its id, the message, the reason."""
+    reply = pb.ModelStreamInferResponse(error_message=message)
+    reply.infer_response.id = request.id
+    reply.infer_response.model_name = request.model_name
+    reply.infer_response.parameters["vigil-reason"].string_param = reason
+    return reply
