@@ -127,6 +127,18 @@ def service_dashboard() -> dict[str, Any]:
               [target(f"sum by (le) (increase(vigil_batch_size_bucket[{RATE}]))", "{{le}}", format="heatmap")],
               options={"calculate": False, "yAxis": {"unit": "short"}}),
         panel("Inference time (ONNX Runtime, per batch)", "timeseries", quantiles("vigil_inference_seconds"), unit="s"),
+        panel("Batches by protocols", "timeseries",
+              [target(f"sum by (protocols) (rate(vigil_batches_total[{RATE}]))", "{{protocols}}")], unit="ops",
+              description="Batches/s by the protocols of the requests they hold; grpc+http = HTTP and gRPC "
+                          "requests served in one batch."),
+        panel("Batch release reasons", "timeseries",
+              [target(f"sum by (reason) (rate(vigil_batch_release_total[{RATE}]))", "{{reason}}")], unit="ops",
+              description="full: the next request did not fit; latency: the batch latency bound passed; "
+                          "idle: nothing else arrived within one loop turn; swap: the next request is for a new version."),
+        panel("Oldest request's queue wait", "timeseries", quantiles("vigil_batch_queue_wait_seconds"), unit="s",
+              description="How long the oldest request of each batch waited in the queue before its batch left."),
+        panel("Rows per batch by protocol", "timeseries", quantiles("vigil_batch_protocol_rows", by="protocol"),
+              description="Rows each protocol put into the batches that held it."),
         panel("Model version timeline", "state-timeline",
               [target(f"max by (model, version) (vigil_model_info{{{MODEL}}})", "{{model}} v{{version}}")],
               description="Which version each model served over time."),
