@@ -22,7 +22,7 @@ import requests
 from vigil.paths import PROJECT_ROOT
 
 from loadtest.checks import memory_check, overload_check, worker_rss_mb
-from loadtest.grpc_load import run_grpc_load
+from loadtest.grpc_load import run_grpc_load, run_grpc_stream_load
 from loadtest.report import BenchReport, Floor, Row, add_ratios, plot, render, write_markdown
 from loadtest.servers import (ALL, VIGIL_HTTP, BenchModel, Server, monitored_server, prepare_models, servers_for,
                               vigil_server)
@@ -72,7 +72,8 @@ def measure(server: Server, concurrencies: list[int], seconds: float, log_dir: P
     with started(server, log_dir) as proc:
         for concurrency in concurrencies:
             if server.grpc_port:
-                result = run_grpc_load(f"127.0.0.1:{server.grpc_port}", server.grpc_message, concurrency, seconds,
+                load = run_grpc_stream_load if server.grpc_stream else run_grpc_load
+                result = load(f"127.0.0.1:{server.grpc_port}", server.grpc_message, concurrency, seconds,
                                        cpu=LOAD_CPU, metrics_url=base + "/metrics")
             else:
                 result = run_wrk(base + server.path, server.body, concurrency, seconds, cpu=LOAD_CPU)

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from loadtest.checks import MemoryResult, OverloadResult
-from loadtest.servers import CEILING, SEED, VIGIL_GRPC, VIGIL_HTTP, VIGIL_UNBATCHED
+from loadtest.servers import CEILING, GRPC_CEILING, SEED, VIGIL_GRPC, VIGIL_GRPC_STREAM, VIGIL_HTTP, VIGIL_UNBATCHED
 from loadtest.wrk import LoadResult
 
 
@@ -76,6 +76,15 @@ def floors(report: BenchReport, top: int = 64) -> list[Floor]:
     if grpc and http:
         out.append(Floor(f"gRPC ≥ HTTP throughput at c={top}", f"{grpc.rps:,.0f} vs {http.rps:,.0f} req/s",
                          grpc.rps >= http.rps))
+    stream, bare_grpc = _find(rows, VIGIL_GRPC_STREAM, top), _find(rows, GRPC_CEILING, top)
+    if stream and http:
+        out.append(Floor(f"gRPC streaming ≥ HTTP throughput at c={top}, p99 ≤ 25 ms, zero errors",
+                         f"{stream.rps:,.0f} vs {http.rps:,.0f} req/s, p99 {stream.p99_ms:.1f} ms, {stream.errors} errors",
+                         stream.rps >= http.rps and stream.p99_ms <= 25 and stream.errors == 0))
+    if grpc and bare_grpc:
+        out.append(Floor(f"gRPC unary ≥ 0.8 × bare grpcio at c={top}, p99 ≤ 25 ms",
+                         f"{grpc.rps / bare_grpc.rps:.2f} ×, p99 {grpc.p99_ms:.1f} ms",
+                         grpc.rps >= 0.8 * bare_grpc.rps and grpc.p99_ms <= 25))
     batched, unbatched = _find(rows, VIGIL_HTTP, top, heavy=True), _find(rows, VIGIL_UNBATCHED, top, heavy=True)
     if batched and unbatched and unbatched.rps > 0:
         out.append(Floor(f"RandomForest(300): batched ≥ 3 × unbatched at c={top}",

@@ -15,12 +15,14 @@ from vigil.config import Settings
 # Names in the table (and for `--only`).
 VIGIL_HTTP = "vigil-http"
 VIGIL_GRPC = "vigil-grpc"
+VIGIL_GRPC_STREAM = "vigil-grpc-stream"
 VIGIL_MONITORED = "vigil-http+monitor"
 VIGIL_UNBATCHED = "vigil-http-unbatched"
 SEED = "seed-fastapi-pyfunc"
 MLFLOW = "mlflow-models-serve"
 CEILING = "bare-starlette"
-ALL = (VIGIL_HTTP, VIGIL_GRPC, VIGIL_MONITORED, VIGIL_UNBATCHED, SEED, MLFLOW, CEILING)
+GRPC_CEILING = "bare-grpcio"
+ALL = (VIGIL_HTTP, VIGIL_GRPC, VIGIL_GRPC_STREAM, VIGIL_MONITORED, VIGIL_UNBATCHED, SEED, MLFLOW, CEILING, GRPC_CEILING)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Server:
     # gRPC servers: load goes to this port as OIP ModelInfer calls (loadtest/grpc_load.py)
     grpc_port: int | None = None
     grpc_message: bytes = b""
+    grpc_stream: bool = False  # load as ModelStreamInfer calls instead of ModelInfer
     companions: list[Companion] = field(default_factory=list)
     note: str = ""  # how this server differs from the default, for the table
 
@@ -104,7 +107,7 @@ def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Ca
     from serving.launch import serve_command
 
     port = free_port()
-    grpc_port = free_port() if grpc or name == VIGIL_GRPC else 0  # 0: HTTP-only runs bind no gRPC port
+    grpc_port = free_port() if grpc or name in (VIGIL_GRPC, VIGIL_GRPC_STREAM) else 0  # 0: HTTP-only runs bind none
     changes = {"profile_stream": False, "prediction_log": "off", **changes}
     served = config.replace(settings, model=model.uri, grpc_port=grpc_port, **changes)
     argv, env = serve_command(served, port=port, workers=1)
@@ -113,7 +116,19 @@ def vigil_server(settings: Settings, model: BenchModel, name: str, free_port: Ca
     if grpc_port:
         server.grpc_port = grpc_port
         server.grpc_message = infer_request(model.uri.split("/")[1], [model.row])
+        server.grpc_stream = name == VIGIL_GRPC_STREAM
     return server
+
+
+def bare_grpc_server(settings: Settings, model: BenchModel, free_port: Callable[[], int]) -> Server:
+    """The gRPC ceiling (loadtest/peers/bare_grpc.py), loaded with the same ModelInfer message as vigil-grpc."""
+    from loadtest.grpc_load import infer_request
+
+    port, grpc_port = free_port(), free_port()
+    return Server(GRPC_CEILING, model.label, [sys.executable, "-m", "loadtest.peers.bare_grpc", str(grpc_port),
+                                              str(port)],
+                  config.process_env(settings), port, json.dumps({"instances": [model.row]}), grpc_port=grpc_port,
+                  grpc_message=infer_request(model.uri.split("/")[1], [model.row]))
 
 
 def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[[], int],
@@ -167,9 +182,11 @@ def servers_for(settings: Settings, models: list[BenchModel], free_port: Callabl
     for model in models:
         yield vigil_server(settings, model, VIGIL_HTTP, free_port)
         yield vigil_server(settings, model, VIGIL_GRPC, free_port)
+        yield vigil_server(settings, model, VIGIL_GRPC_STREAM, free_port)
         if model.heavy:
             # the heavy model is about batching: the same service with batches of one row
             yield vigil_server(settings, model, VIGIL_UNBATCHED, free_port, max_batch_size=1)
             continue
         yield monitored_server(settings, model, free_port)
         yield from peers(settings, model, free_port)
+        yield bare_grpc_server(settings, model, free_port)

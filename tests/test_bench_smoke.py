@@ -34,6 +34,7 @@ def test_smoke_measures_every_server(tmp_path: Path) -> None:
 
     text = out.read_text()
     assert "| vigil-grpc | iris LogisticRegression | 16 |" in text
+    assert "| vigil-grpc-stream | iris LogisticRegression | 16 |" in text and "| bare-grpcio | iris" in text
     assert "overload (c=256" in text and "Produced by:" in text
 
 

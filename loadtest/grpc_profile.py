@@ -1,0 +1,111 @@
+"""Where a gRPC call's time goes: Vigil's unary and streaming paths next to bare grpcio, one run.
+
+    python -m loadtest.grpc_profile [--seconds 5] [--concurrency 64] [--no-profile]
+
+Starts Vigil (one worker, gRPC on) and the bare-grpcio ceiling (loadtest/peers/bare_grpc.py)
+pinned to core 0 in turn, loads each with h2load on core 1 (unary ModelInfer, then
+ModelStreamInfer), and, when py-spy is installed, samples Vigil's worker during one more
+unary run with `--gil` (only the thread holding the GIL: the Python work that serializes
+the calls), printing the share of samples per function group. Figures for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import psutil
+
+from loadtest.bench import LOAD_CPU, started
+from loadtest.grpc_load import STREAM_MESSAGES, run_grpc_load, run_grpc_stream_load
+from loadtest.servers import VIGIL_GRPC, bare_grpc_server, prepare_models, vigil_server
+from vigil import config
+from vigil.procs import free_port
+
+# Function groups for the breakdown: the first pattern found in a sample's stack names it.
+GROUPS = [
+    ("onnxruntime", "ONNX Runtime (model)"),
+    ("serving/validation.py", "validation"),
+    ("grpc_wire.py", "tensor decode / response build"),
+    ("serving/batcher.py", "batcher"),
+    ("prometheus_client", "metrics"),
+    ("serving/oip", "OIP handler (admit, checks)"),
+    ("serving/runtime.py", "runtime (ids, answer)"),
+    ("asyncio", "event loop + thread hand-off"),
+    ("concurrent/futures", "event loop + thread hand-off"),
+    ("grpc/_server.py", "grpcio server (Python side)"),
+    ("grpc/", "grpcio server (Python side)"),
+    ("threading.py", "thread wake-ups"),
+]
+
+
+def breakdown(raw: Path) -> list[tuple[str, float]]:
+    """Share of py-spy samples per group, from its raw (collapsed stacks) output."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        # innermost project/library frame decides (a stack reads outermost first)
+        frames = stack.split(";")
+        group = next((name for frame in reversed(frames) for pattern, name in GROUPS if pattern in frame), "other")
+        counts[group] += int(n)
+    total = sum(counts.values()) or 1
+    return [(name, n / total) for name, n in counts.most_common()]
+
+
+def _worker_pid(pid: int) -> int:
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return next((p.pid for p in tree if "_bentoml_impl.worker" in " ".join(p.cmdline())), pid)
+
+
+def profile(pid: int, seconds: float, out: Path) -> None:
+    """py-spy record --gil of `pid` for `seconds` into `out` (raw format)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    subprocess.run([spy, "record", "-p", str(pid), "--gil", "-r", "500", "-d", str(int(seconds)), "-f", "raw",
+                    "-o", str(out), "--nonblocking"], check=True, capture_output=True, timeout=seconds + 60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.grpc_profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--messages", type=int, default=STREAM_MESSAGES, help="requests per streaming call")
+    p.add_argument("--no-profile", action="store_true")
+    args = p.parse_args(argv)
+    settings = config.load()
+    bench = config.replace(settings, home=settings.home / "bench")
+    model = prepare_models(bench, heavy=False)[0]
+    log_dir = bench.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    c, s = args.concurrency, args.seconds
+    for server in (bare_grpc_server(bench, model, free_port), vigil_server(bench, model, VIGIL_GRPC, free_port)):
+        with started(server, log_dir) as proc:
+            target, metrics = f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.port}/metrics"
+            for kind in ("unary", "stream"):
+                r = run_grpc_load(target, server.grpc_message, c, s, cpu=LOAD_CPU, metrics_url=metrics) \
+                    if kind == "unary" else run_grpc_stream_load(target, server.grpc_message, c, s, cpu=LOAD_CPU,
+                                                                 metrics_url=metrics, messages=args.messages)
+                print(f"{server.name:12} {kind:6} c={c} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                      f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}", flush=True)
+            if args.no_profile or server.name != VIGIL_GRPC:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                raw = Path(tmp) / "profile.raw"
+                spy = threading.Thread(target=profile, args=(_worker_pid(proc.pid), s, raw))
+                spy.start()
+                r = run_grpc_load(target, server.grpc_message, c, s + 2, cpu=LOAD_CPU)
+                spy.join()
+                print(f"{server.name:12} unary  c={c} {r.rps:9,.0f} req/s while sampled; GIL-holding samples:")
+                for name, share in breakdown(raw):
+                    print(f"  {share:6.1%}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
