@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--messages", type=int, default=STREAM_MESSAGES, help="requests per streaming call")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--keep", help="also copy py-spy's raw samples (collapsed stacks) to this file")
     args = p.parse_args(argv)
     settings = config.load()
     bench = config.replace(settings, home=settings.home / "bench")
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 spy.start()
                 r = run_grpc_load(target, server.grpc_message, c, s + 2, cpu=LOAD_CPU)
                 spy.join()
+                if args.keep:
+                    shutil.copy(raw, args.keep)
                 print(f"{server.name:12} unary  c={c} {r.rps:9,.0f} req/s while sampled; GIL-holding samples:")
                 for name, share in breakdown(raw):
                     print(f"  {share:6.1%}  {name}")

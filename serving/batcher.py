@@ -133,6 +133,11 @@ class Batcher:
         (the warm-up) is not reported. `model` runs the request's batch. `protocol`
         ("http", "grpc") labels the batch metrics; None keeps the request out of them.
         """
+        return await self.enqueue(inputs, rows, ids, model, protocol)
+
+    def enqueue(self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None, model: BatchModel,
+                protocol: str | None = None) -> asyncio.Future:
+        """`submit` without the coroutine: the future of the request's slice (callers that add a callback)."""
         if self._task is None or self._wakeup is None:
             raise RuntimeError("batcher not started")
         # Bounded queue: shed instead of letting latency grow without limit. A lone
@@ -144,7 +149,7 @@ class Batcher:
         self.queued_rows += rows
         self._observer.queue_changed(self.queued_rows)
         self._wakeup.set()
-        return await future
+        return future
 
     async def _consume(self) -> None:
         assert self._wakeup is not None

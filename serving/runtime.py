@@ -217,17 +217,28 @@ class Runtime:
             raise NotReady("not_ready", "the model is still loading")
         return self.serving.validator.validate(payload)
 
-    async def predict(self, request: ParsedRequest, protocol: str = "http") -> dict[str, Any]:
-        """Run one validated request through the shared batcher and build the answer.
+    def enqueue(self, request: ParsedRequest, protocol: str = "http") -> tuple[asyncio.Future, ServingModel, list[str]]:
+        """Queue one validated request on the shared batcher, on the loop, in the step that validated it.
 
-        `protocol` ("http" or "grpc") labels the batch metrics of the batch it joins."""
+        Returns the future of its Prediction, the bundle that validated it (the one that
+        answers it) and its row ids. Call `rows_answered` once the future is done.
+        `protocol` ("http" or "grpc") labels the batch metrics of the batch it joins.
+        """
         assert self.batcher is not None and self.serving is not None
         bundle = self.serving  # the one that validated `request` (no await since parse)
         # Ids are fixed before batching so the batch's profile can carry them per row.
         ids = request.ids if request.ids is not None else self.ids.take(request.rows)
-        result = await self.batcher.submit(request.inputs, request.rows, ids, bundle, protocol)
+        return self.batcher.enqueue(request.inputs, request.rows, ids, bundle, protocol), bundle, ids
+
+    def rows_answered(self, rows: int, bundle: ServingModel) -> None:
         if self.metrics is not None:
-            self.metrics.answered(request.rows, bundle.version)
+            self.metrics.answered(rows, bundle.version)
+
+    async def predict(self, request: ParsedRequest, protocol: str = "http") -> dict[str, Any]:
+        """Run one validated request through the shared batcher and build the answer."""
+        future, bundle, ids = self.enqueue(request, protocol)
+        result = await future
+        self.rows_answered(request.rows, bundle)
         answer: dict[str, Any] = {"predictions": result.labels.tolist()}
         if result.probabilities is not None:
             answer["probabilities"] = result.probabilities.tolist()

@@ -13,6 +13,7 @@ from helpers import free_port, metric, running_server
 from serving_models import build_iris
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
 
 from serving.launch import serve_command
 from vigil.config import load
@@ -104,7 +105,15 @@ def test_a_refused_stream_answer_carries_its_id_and_reason(served):
 def test_a_stream_without_the_predict_token_ends_unauthenticated(served, headers):
     model, target, base = served
     before = metric(base, "vigil_rejected_requests_total", '{reason="unauthorized"}')
-    (result, error), = _stream(target, [("u", np.array(model.rows[:1]))], headers=headers)
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    with grpcclient.InferenceServerClient(target) as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=headers)
+        try:
+            client.async_stream_infer("iris", _input(np.array(model.rows[:1])), request_id="u")
+        except InferenceServerException as refused:  # the server ended the stream before the client sent
+            assert "no longer in valid state" in refused.message()
+        result, error = answers.get(timeout=20)
+        client.stop_stream()
     assert result is None and error.status() == "StatusCode.UNAUTHENTICATED", error
     assert "missing or invalid bearer token" in error.message()
     assert metric(base, "vigil_rejected_requests_total", '{reason="unauthorized"}') == before + 1

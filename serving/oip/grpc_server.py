@@ -6,8 +6,10 @@ the HTTP routes and HTTP + gRPC requests share batches. (grpc.aio on the worker 
 ~1,000 req/s at c=64 with 1-row batches; this bridge did ~4,100-4,600 on the same machine.) Every worker
 binds the same port with SO_REUSEPORT and the kernel spreads connections over them.
 
-ModelStreamInfer (serving/oip/grpc_stream.py) answers each request of a bidirectional
-stream through the same `answer` as ModelInfer, so streams and unary calls share batches.
+ModelInfer and ModelStreamInfer skip the coroutine: each request goes to the loop as one
+callback and comes back from the batcher's future (serving/oip/grpc_calls.py), and a
+stream's requests take the same path (serving/oip/grpc_stream.py), so streams, unary
+calls and HTTP requests share batches.
 
 The service definition is the one generated and shipped in `tritonclient` (its
 `service_pb2*` modules): Triton's clients and perf tools speak it unchanged. RPCs that only
@@ -18,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
@@ -29,7 +30,8 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.errors import NotFound, NotReady, Overloaded, PayloadTooLarge, RequestError, Unauthorized
 from serving.oip.grpc_stream import serve_stream
-from serving.oip.grpc_wire import authorization as _authorization, decode_inputs, fill_response
+from serving.oip.grpc_calls import Calls, InferCall
+from serving.oip.grpc_wire import authorization as _authorization
 from serving.oip.model import OipModel
 
 if TYPE_CHECKING:
@@ -38,8 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bentoml.vigil")
 
-IMPLEMENTED = {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
-               "ModelStreamInfer"}
+IMPLEMENTED = {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata"}
+INFER = {"ModelInfer", "ModelStreamInfer"}  # answered through serving/oip/grpc_calls.py, not a coroutine
 STOP_GRACE_S = 1.0
 GRPC_THREADS = 128
 
@@ -58,7 +60,7 @@ def status_for(error: RequestError) -> grpc.StatusCode:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six OIP RPCs, answered from the worker's Runtime."""
+    """The OIP metadata and health RPCs, answered from the worker's Runtime (inference: _ThreadBridge)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -97,30 +99,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]],
         )
 
-    async def answer(self, request: Any, authorization: Callable[[], str | None], response: Any) -> Any:
-        """Admit, validate and run one ModelInferRequest, filling `response`; raises RequestError.
-
-        The one path of ModelInfer and of every request on a ModelStreamInfer stream.
-        """
-        start = time.perf_counter()
-        # shares the worker's in-flight count with the HTTP routes
-        self.runtime.admit("gRPC ModelInfer", authorization)
-        try:
-            self.oip.check(request.model_name, request.model_version)
-            parsed = self.oip.parse(decode_inputs(request), request.id)
-            outputs = await self.oip.infer(parsed, [o.name for o in request.outputs], "grpc")
-        finally:
-            self.runtime.release()
-        fill_response(response, request, self.oip, outputs)
-        self.runtime.answered(start, "grpc")
-        return response
-
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await self.answer(request, lambda: _authorization(context), pb.ModelInferResponse())
-        except RequestError as error:
-            await self._fail(context, error)
-
 
 def _unimplemented(method: str) -> Any:
     async def handler(self: InferenceServicer, request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -131,7 +109,7 @@ def _unimplemented(method: str) -> Any:
 
 
 for _method in [m for m in vars(pb_grpc.GRPCInferenceServiceServicer) if not m.startswith("_")]:
-    if _method not in IMPLEMENTED:
+    if _method not in IMPLEMENTED | INFER:
         setattr(InferenceServicer, _method, _unimplemented(_method))
 
 
@@ -166,6 +144,23 @@ class _ThreadBridge(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, inner: InferenceServicer, loop: asyncio.AbstractEventLoop) -> None:
         self.inner, self.loop = inner, loop
+        self.calls = Calls(inner.runtime, inner.oip, loop)
+
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        call = InferCall(request, lambda: _authorization(context), pb.ModelInferResponse())
+        self.calls.submit(call)
+        call.wait()
+        error = call.error
+        if error is None:
+            return call.response
+        if not isinstance(error, RequestError):
+            raise error  # a bug: grpcio answers UNKNOWN and logs it
+        # the stable reason code travels as trailing metadata for clients that branch on it
+        context.set_trailing_metadata((("vigil-reason", error.reason),))
+        context.abort(status_for(error), error.message)
+
+    def ModelStreamInfer(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        return serve_stream(self.calls, request_iterator, context)
 
 
 def _bridged(method: str) -> Any:
@@ -183,14 +178,8 @@ def _bridged(method: str) -> Any:
 
 
 for _method in [m for m in vars(pb_grpc.GRPCInferenceServiceServicer) if not m.startswith("_")]:
-    setattr(_ThreadBridge, _method, _bridged(_method))
-
-
-def _stream(self: _ThreadBridge, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-    return serve_stream(self.inner, self.loop, request_iterator, context)
-
-
-_ThreadBridge.ModelStreamInfer = _stream  # type: ignore[method-assign]
+    if _method not in INFER:
+        setattr(_ThreadBridge, _method, _bridged(_method))
 
 
 async def start_grpc(runtime: Runtime) -> grpc.Server:

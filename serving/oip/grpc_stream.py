@@ -1,11 +1,11 @@
 """`ModelStreamInfer`: the OIP v2 bidirectional stream, answered request by request.
 
 One gRPC handler thread per stream writes the answers; a reader thread takes requests off
-the stream and hands each to the worker loop at once, so the requests of a stream (and of
+the stream and hands each to the worker loop at once (as ModelInfer does), so the requests of a stream (and of
 every other stream and unary call) queue together and share batches instead of waiting
 for one another. Answers go back in the order they finish, each with its request's `id`.
 
-Same rules as ModelInfer (`InferenceServicer.answer`): the predict token (checked once
+Same path and rules as ModelInfer (serving/oip/grpc_calls.py): the predict token (checked once
 when the stream opens: without it the stream ends UNAUTHENTICATED), the worker's in-flight
 limit, validation and message size. A refused request does not end the stream: it is
 answered with `error_message` (and the stable reason in the `vigil-reason` parameter),
@@ -14,22 +14,18 @@ the way Triton reports per-request errors on a stream.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Iterator
 
 import grpc
 
 from vigil import auth
 from serving.errors import RequestError, Unauthorized
+from serving.oip.grpc_calls import Calls, InferCall
 from serving.oip.grpc_wire import authorization, pb
-
-if TYPE_CHECKING:
-    from serving.oip.grpc_server import InferenceServicer
 
 log = logging.getLogger("bentoml.vigil")
 
@@ -42,10 +38,9 @@ _READERS = ThreadPoolExecutor(128, thread_name_prefix="vigil-grpc-stream")
 _END = object()
 
 
-def serve_stream(inner: InferenceServicer, loop: asyncio.AbstractEventLoop, requests: Iterator[Any],
-                 context: grpc.ServicerContext) -> Iterator[Any]:
+def serve_stream(calls: Calls, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
     """The handler of one ModelStreamInfer call (runs on a gRPC thread, yields the answers)."""
-    runtime = inner.runtime
+    runtime = calls.runtime
     token = authorization(context)
     if runtime.predict_token is not None and not auth.check_bearer(token, runtime.predict_token):
         error = Unauthorized(auth.UNAUTHORIZED, auth.refusal("gRPC ModelStreamInfer"))
@@ -53,55 +48,41 @@ def serve_stream(inner: InferenceServicer, loop: asyncio.AbstractEventLoop, requ
         context.set_trailing_metadata((("vigil-reason", error.reason),))
         context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    _READERS.submit(_read, inner, loop, requests, answers, lambda: token)
+    _READERS.submit(_read, calls, requests, answers, lambda: token)
     while (answer := answers.get()) is not _END:
         yield answer
 
 
-def _read(inner: InferenceServicer, loop: asyncio.AbstractEventLoop, requests: Iterator[Any],
-          answers: queue.SimpleQueue, token: Callable[[], str | None]) -> None:
+def _read(calls: Calls, requests: Iterator[Any], answers: queue.SimpleQueue, token: Any) -> None:
     window = threading.Semaphore(STREAM_WINDOW)
 
-    def done(request: Any, future: Any) -> None:  # on the loop thread, as each answer is ready
-        try:
-            answers.put(future.result())
-        except BaseException:  # cancelled before it ran (the worker is stopping)
-            answers.put(_refusal(request, "shutting_down", "the server is shutting down"))
-        finally:
-            window.release()
+    def done(call: InferCall) -> None:  # on the loop thread, as each answer is ready
+        error = call.error
+        if error is None:
+            answers.put(call.reply)
+        elif isinstance(error, RequestError):
+            answers.put(_refusal(call.request, error.reason, error.message))
+        else:  # logged by Calls
+            answers.put(_refusal(call.request, "internal", "internal error while answering this request"))
+        window.release()
 
     try:
         for request in requests:
             window.acquire()
+            reply = pb.ModelStreamInferResponse()
             try:
-                future = asyncio.run_coroutine_threadsafe(_answer(inner, request, token), loop)
-                future.add_done_callback(functools.partial(done, request))
+                calls.submit(InferCall(request, token, reply.infer_response, reply, done))
             except RuntimeError:  # the loop is closed: the worker is stopping
                 window.release()
                 break
     except grpc.RpcError:
         pass  # the client went away or cancelled; answers still in flight are dropped
+    except Exception:
+        log.exception("vigil: reading a ModelStreamInfer stream failed")
     finally:
         for _ in range(STREAM_WINDOW):  # every answer handed out before the stream ends
             window.acquire()
         answers.put(_END)
-
-
-async def _answer(inner: InferenceServicer, request: Any, token: Callable[[], str | None]) -> Any:
-    """One request's ModelStreamInferResponse; never raises, so a bad request cannot end the stream."""
-    reply = pb.ModelStreamInferResponse()
-    try:
-        await inner.answer(request, token, reply.infer_response)
-        return reply
-    except RequestError as error:
-        inner.runtime.refused(error)
-        reason, message = error.reason, error.message
-    except asyncio.CancelledError:
-        reason, message = "shutting_down", "the server is shutting down"
-    except Exception:
-        log.exception("vigil: a ModelStreamInfer request failed")
-        reason, message = "internal", "internal error while answering this request"
-    return _refusal(request, reason, message)
 
 
 def _refusal(request: Any, reason: str, message: str) -> Any:

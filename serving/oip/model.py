@@ -26,6 +26,7 @@ import numpy as np
 
 from vigil.schema import ServingSchema
 from serving.errors import NotFound, NotReady, RequestError
+from serving.model import Prediction
 from serving.oip.tensors import Tensor, as_output, decode_strings
 from serving.validation import ParsedRequest
 
@@ -179,17 +180,30 @@ class OipModel:
                 if tensor.datatype == "BYTES" else data
         return columns
 
-    async def infer(self, parsed: ParsedRequest, requested: list[str], protocol: str = "http") -> list[Output]:
-        """Run validated rows through the shared batcher; return the requested outputs."""
+    def output_specs(self, requested: list[str]) -> list[TensorSpec]:
+        """The outputs to answer: the requested ones (all if none named); 400 for unknown names."""
         specs = self.outputs()
         names = [s.name for s in specs]
         unknown = [n for n in requested if n not in names]
         if unknown:
             raise RequestError("unknown_output", f"unknown output(s) {', '.join(unknown)}; "
                                                  f"this model has {', '.join(names)}")
-        answer = await self.runtime.predict(parsed, protocol)
-        arrays = {names[0]: np.asarray(answer["predictions"])}
-        if "probabilities" in answer and len(names) > 1:
-            arrays["probabilities"] = np.asarray(answer["probabilities"], dtype=np.float32)
-        wanted = requested or names
-        return [Output(s.name, s.datatype, as_output(arrays[s.name], s.datatype)) for s in specs if s.name in wanted]
+        return [s for s in specs if s.name in requested] if requested else specs
+
+    def outputs_of(self, specs: list[TensorSpec], prediction: Prediction) -> list[Output]:
+        """A request's slice of a batch result as the output tensors in `specs`."""
+        out = []
+        for spec in specs:
+            data = prediction.probabilities if spec.name == "probabilities" else prediction.labels
+            if data is None:  # a model without probabilities does not advertise them
+                continue
+            out.append(Output(spec.name, spec.datatype, as_output(np.asarray(data), spec.datatype)))
+        return out
+
+    async def infer(self, parsed: ParsedRequest, requested: list[str], protocol: str = "http") -> list[Output]:
+        """Run validated rows through the shared batcher; return the requested outputs."""
+        specs = self.output_specs(requested)
+        future, bundle, _ = self.runtime.enqueue(parsed, protocol)
+        prediction = await future
+        self.runtime.rows_answered(parsed.rows, bundle)
+        return self.outputs_of(specs, prediction)
