@@ -2,9 +2,9 @@
 
     python -m loadtest.grpc_profile [--seconds 5] [--concurrency 64] [--no-profile]
 
-Starts Vigil (one worker, gRPC on) and the bare-grpcio ceiling (loadtest/peers/bare_grpc.py)
-pinned to core 0 in turn, loads each with h2load on core 1 (unary ModelInfer, then
-ModelStreamInfer), and, when py-spy is installed, samples Vigil's worker during one more
+Starts Vigil (one worker, gRPC on) and the bare-grpcio ceiling (loadtest/peers/bare_grpc.py),
+both pinned to core 0, loads them in turns with h2load on core 1 (unary ModelInfer, then
+ModelStreamInfer; `--rounds` times, medians printed), and, unless `--no-profile`, samples Vigil's worker during one more
 unary run with `--gil` (only the thread holding the GIL: the Python work that serializes
 the calls), printing the share of samples per function group. Figures for BENCHMARKS.md.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import psutil
 
 from loadtest.bench import LOAD_CPU, started
 from loadtest.grpc_load import STREAM_MESSAGES, run_grpc_load, run_grpc_stream_load
+from loadtest.wrk import LoadResult
 from loadtest.servers import VIGIL_GRPC, bare_grpc_server, prepare_models, vigil_server
 from vigil import config
 from vigil.procs import free_port
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--messages", type=int, default=STREAM_MESSAGES, help="requests per streaming call")
+    p.add_argument("--rounds", type=int, default=3, help="measurements of each server, in turns")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--keep", help="also copy py-spy's raw samples (collapsed stacks) to this file")
     args = p.parse_args(argv)
@@ -85,26 +88,38 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = bench.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     c, s = args.concurrency, args.seconds
-    for server in (bare_grpc_server(bench, model, free_port), vigil_server(bench, model, VIGIL_GRPC, free_port)):
-        with started(server, log_dir) as proc:
-            target, metrics = f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.port}/metrics"
-            for kind in ("unary", "stream"):
-                r = run_grpc_load(target, server.grpc_message, c, s, cpu=LOAD_CPU, metrics_url=metrics) \
-                    if kind == "unary" else run_grpc_stream_load(target, server.grpc_message, c, s, cpu=LOAD_CPU,
-                                                                 metrics_url=metrics, messages=args.messages)
-                print(f"{server.name:12} {kind:6} c={c} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
-                      f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}", flush=True)
-            if args.no_profile or server.name != VIGIL_GRPC:
-                continue
+    servers = [bare_grpc_server(bench, model, free_port), vigil_server(bench, model, VIGIL_GRPC, free_port)]
+    results: dict[tuple[str, str], list[LoadResult]] = collections.defaultdict(list)
+    # Both up at once on the same core (an idle one costs nothing) and measured in turns,
+    # so a noisy neighbour slows both sides of the comparison alike.
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(started(server, log_dir)) for server in servers]
+        for _ in range(args.rounds):
+            for server in servers:
+                target, metrics = f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.port}/metrics"
+                for kind in ("unary", "stream"):
+                    r = run_grpc_load(target, server.grpc_message, c, s, cpu=LOAD_CPU, metrics_url=metrics) \
+                        if kind == "unary" else run_grpc_stream_load(target, server.grpc_message, c, s, cpu=LOAD_CPU,
+                                                                     metrics_url=metrics, messages=args.messages)
+                    results[server.name, kind].append(r)
+                    print(f"{server.name:12} {kind:6} c={c} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                          f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}", flush=True)
+        print("medians:")
+        for (name, kind), runs in results.items():
+            rps = sorted(r.rps for r in runs)[len(runs) // 2]
+            p99 = sorted(r.p99_ms for r in runs)[len(runs) // 2]
+            print(f"  {name:12} {kind:6} {rps:9,.0f} req/s  p99 {p99:6.2f} ms  errors {sum(r.errors for r in runs)}")
+        if not args.no_profile:
+            vigil = servers[1]
             with tempfile.TemporaryDirectory() as tmp:
                 raw = Path(tmp) / "profile.raw"
-                spy = threading.Thread(target=profile, args=(_worker_pid(proc.pid), s, raw))
+                spy = threading.Thread(target=profile, args=(_worker_pid(procs[1].pid), s, raw))
                 spy.start()
-                r = run_grpc_load(target, server.grpc_message, c, s + 2, cpu=LOAD_CPU)
+                r = run_grpc_load(f"127.0.0.1:{vigil.grpc_port}", vigil.grpc_message, c, s + 2, cpu=LOAD_CPU)
                 spy.join()
                 if args.keep:
                     shutil.copy(raw, args.keep)
-                print(f"{server.name:12} unary  c={c} {r.rps:9,.0f} req/s while sampled; GIL-holding samples:")
+                print(f"{vigil.name:12} unary  c={c} {r.rps:9,.0f} req/s while sampled; GIL-holding samples:")
                 for name, share in breakdown(raw):
                     print(f"  {share:6.1%}  {name}")
     return 0
