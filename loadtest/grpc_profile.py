@@ -4,7 +4,7 @@
 
 Starts Vigil (one worker, gRPC on) and the bare-grpcio ceiling (loadtest/peers/bare_grpc.py),
 both pinned to core 0, loads them in turns with h2load on core 1 (unary ModelInfer, then
-ModelStreamInfer; `--rounds` times, medians printed), and, unless `--no-profile`, samples Vigil's worker during one more
+ModelStreamInfer, and Vigil's HTTP /predict with wrk; `--rounds` times, medians printed), and, unless `--no-profile`, samples Vigil's worker during one more
 unary run with `--gil` (only the thread holding the GIL: the Python work that serializes
 the calls), printing the share of samples per function group. Figures for BENCHMARKS.md.
 """
@@ -25,14 +25,17 @@ import psutil
 
 from loadtest.bench import LOAD_CPU, started
 from loadtest.grpc_load import STREAM_MESSAGES, run_grpc_load, run_grpc_stream_load
-from loadtest.wrk import LoadResult
-from loadtest.servers import VIGIL_GRPC, bare_grpc_server, prepare_models, vigil_server
+from loadtest.servers import VIGIL_GRPC, Server, bare_grpc_server, prepare_models, vigil_server
+from loadtest.wrk import LoadResult, run_wrk
 from vigil import config
 from vigil.procs import free_port
 
 # Function groups for the breakdown: the first pattern found in a sample's stack names it.
 GROUPS = [
     ("onnxruntime", "ONNX Runtime (model)"),
+    ("_release (serving/oip/grpc_calls.py", "thread wake-ups"),  # waking the gRPC thread that waits
+    ("InferCall.wait", "thread wake-ups"),
+    ("_read.<locals>.done", "thread wake-ups"),  # waking the stream's writer
     ("serving/validation.py", "validation"),
     ("grpc_wire.py", "tensor decode / response build"),
     ("serving/batcher.py", "batcher"),
@@ -72,6 +75,24 @@ def profile(pid: int, seconds: float, out: Path) -> None:
                     "-o", str(out), "--nonblocking"], check=True, capture_output=True, timeout=seconds + 60)
 
 
+def _sampled(server: Server, pid: int, kind: str, c: int, seconds: float, messages: int,
+             keep: str | None) -> list[tuple[str, float]]:
+    """Load `server` with `kind` calls while py-spy samples its worker; the breakdown."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "profile.raw"
+        spy = threading.Thread(target=profile, args=(_worker_pid(pid), seconds, raw))
+        spy.start()
+        target = f"127.0.0.1:{server.grpc_port}"
+        if kind == "unary":
+            run_grpc_load(target, server.grpc_message, c, seconds + 2, cpu=LOAD_CPU)
+        else:
+            run_grpc_stream_load(target, server.grpc_message, c, seconds + 2, cpu=LOAD_CPU, messages=messages)
+        spy.join()
+        if keep:
+            shutil.copy(raw, f"{keep}.{kind}")
+        return breakdown(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.grpc_profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=STREAM_MESSAGES, help="requests per streaming call")
     p.add_argument("--rounds", type=int, default=3, help="measurements of each server, in turns")
     p.add_argument("--no-profile", action="store_true")
-    p.add_argument("--keep", help="also copy py-spy's raw samples (collapsed stacks) to this file")
+    p.add_argument("--keep", help="also keep py-spy's raw samples (collapsed stacks) as KEEP.unary / KEEP.stream")
     args = p.parse_args(argv)
     settings = config.load()
     bench = config.replace(settings, home=settings.home / "bench")
@@ -97,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for server in servers:
                 target, metrics = f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.port}/metrics"
-                for kind in ("unary", "stream"):
-                    r = run_grpc_load(target, server.grpc_message, c, s, cpu=LOAD_CPU, metrics_url=metrics) \
-                        if kind == "unary" else run_grpc_stream_load(target, server.grpc_message, c, s, cpu=LOAD_CPU,
-                                                                     metrics_url=metrics, messages=args.messages)
+                for kind in ("unary", "stream", "http") if server.name == VIGIL_GRPC else ("unary", "stream"):
+                    if kind == "unary":
+                        r = run_grpc_load(target, server.grpc_message, c, s, cpu=LOAD_CPU, metrics_url=metrics)
+                    elif kind == "stream":
+                        r = run_grpc_stream_load(target, server.grpc_message, c, s, cpu=LOAD_CPU, metrics_url=metrics,
+                                                 messages=args.messages)
+                    else:  # the same worker's HTTP /predict, for the streaming-vs-HTTP floor
+                        r = run_wrk(f"http://127.0.0.1:{server.port}{server.path}", server.body, c, s, cpu=LOAD_CPU)
                     results[server.name, kind].append(r)
                     print(f"{server.name:12} {kind:6} c={c} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
                           f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}", flush=True)
@@ -111,16 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:12} {kind:6} {rps:9,.0f} req/s  p99 {p99:6.2f} ms  errors {sum(r.errors for r in runs)}")
         if not args.no_profile:
             vigil = servers[1]
-            with tempfile.TemporaryDirectory() as tmp:
-                raw = Path(tmp) / "profile.raw"
-                spy = threading.Thread(target=profile, args=(_worker_pid(procs[1].pid), s, raw))
-                spy.start()
-                r = run_grpc_load(f"127.0.0.1:{vigil.grpc_port}", vigil.grpc_message, c, s + 2, cpu=LOAD_CPU)
-                spy.join()
-                if args.keep:
-                    shutil.copy(raw, args.keep)
-                print(f"{vigil.name:12} unary  c={c} {r.rps:9,.0f} req/s while sampled; GIL-holding samples:")
-                for name, share in breakdown(raw):
+            for kind in ("unary", "stream"):
+                shares = _sampled(vigil, procs[1].pid, kind, c, s, args.messages, args.keep)
+                print(f"{vigil.name:12} {kind}: share of GIL-holding samples")
+                for name, share in shares:
                     print(f"  {share:6.1%}  {name}")
     return 0
 

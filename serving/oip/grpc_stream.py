@@ -49,21 +49,31 @@ def serve_stream(calls: Calls, requests: Iterator[Any], context: grpc.ServicerCo
         context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
     answers: queue.SimpleQueue = queue.SimpleQueue()
     _READERS.submit(_read, calls, requests, answers, lambda: token)
-    while (answer := answers.get()) is not _END:
-        yield answer
+    while (ready := answers.get()) is not _END:
+        yield from ready
 
 
 def _read(calls: Calls, requests: Iterator[Any], answers: queue.SimpleQueue, token: Any) -> None:
     window = threading.Semaphore(STREAM_WINDOW)
+    pending: list[Any] = []  # answers ready in this loop turn (touched on the loop thread only)
+
+    def flush() -> None:
+        # one wake-up of the writer per loop turn, not one per answer: a batch's answers
+        # to one stream are all ready in the same turn
+        ready = pending.copy()
+        pending.clear()
+        answers.put(ready)
 
     def done(call: InferCall) -> None:  # on the loop thread, as each answer is ready
         error = call.error
+        if not pending:
+            calls.loop.call_soon(flush)
         if error is None:
-            answers.put(call.reply)
+            pending.append(call.reply)
         elif isinstance(error, RequestError):
-            answers.put(_refusal(call.request, error.reason, error.message))
+            pending.append(_refusal(call.request, error.reason, error.message))
         else:  # logged by Calls
-            answers.put(_refusal(call.request, "internal", "internal error while answering this request"))
+            pending.append(_refusal(call.request, "internal", "internal error while answering this request"))
         window.release()
 
     try:
@@ -82,7 +92,10 @@ def _read(calls: Calls, requests: Iterator[Any], answers: queue.SimpleQueue, tok
     finally:
         for _ in range(STREAM_WINDOW):  # every answer handed out before the stream ends
             window.acquire()
-        answers.put(_END)
+        try:
+            calls.loop.call_soon_threadsafe(answers.put, _END)  # after the last flush (FIFO)
+        except RuntimeError:  # the loop is closed: nothing is left to flush
+            answers.put(_END)
 
 
 def _refusal(request: Any, reason: str, message: str) -> Any:
