@@ -4,7 +4,8 @@
 
 Starts Vigil (one worker, gRPC on) and the bare-grpcio ceiling (loadtest/peers/bare_grpc.py),
 both pinned to core 0, loads them in turns with h2load on core 1 (unary ModelInfer, then
-ModelStreamInfer, and Vigil's HTTP /predict with wrk; `--rounds` times, medians printed), and, unless `--no-profile`, samples Vigil's worker during one more
+ModelStreamInfer, and Vigil's HTTP /predict with wrk; `--rounds` times, medians printed), then
+HTTP and gRPC at once (batches by the protocols they held), and, unless `--no-profile`, samples Vigil's worker during one more
 unary run with `--gil` (only the thread holding the GIL: the Python work that serializes
 the calls), printing the share of samples per function group. Figures for BENCHMARKS.md.
 """
@@ -75,6 +76,30 @@ def profile(pid: int, seconds: float, out: Path) -> None:
                     "-o", str(out), "--nonblocking"], check=True, capture_output=True, timeout=seconds + 60)
 
 
+def mixed(server: Server, c: int, seconds: float) -> str:
+    """HTTP (wrk, c/2) and gRPC unary (h2load, c/2) at once: batches by the protocols they held."""
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    def batches() -> dict[str, float]:
+        text = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        return {k: float(v) for k, v in re.findall(r'^vigil_batches_total\{protocols="([^"]+)"\} (\S+)$', text, re.M)}
+
+    before = batches()
+    with ThreadPoolExecutor(2) as pool:
+        http = pool.submit(run_wrk, f"http://127.0.0.1:{server.port}{server.path}", server.body, c // 2, seconds,
+                           cpu=LOAD_CPU)
+        grpc = pool.submit(run_grpc_load, f"127.0.0.1:{server.grpc_port}", server.grpc_message, c // 2, seconds,
+                           cpu=LOAD_CPU)
+        h, g = http.result(), grpc.result()
+    after = batches()
+    delta = {k: int(after[k] - before.get(k, 0.0)) for k in sorted(after)}
+    return (f"HTTP c={c // 2} {h.rps:,.0f} req/s + gRPC c={c // 2} {g.rps:,.0f} req/s, errors {h.errors + g.errors}; "
+            f"batches by protocols: " + ", ".join(f"{k} {v:,}" for k, v in delta.items()))
+
+
 def _sampled(server: Server, pid: int, kind: str, c: int, seconds: float, messages: int,
              keep: str | None) -> list[tuple[str, float]]:
     """Load `server` with `kind` calls while py-spy samples its worker; the breakdown."""
@@ -134,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             rps = sorted(r.rps for r in runs)[len(runs) // 2]
             p99 = sorted(r.p99_ms for r in runs)[len(runs) // 2]
             print(f"  {name:12} {kind:6} {rps:9,.0f} req/s  p99 {p99:6.2f} ms  errors {sum(r.errors for r in runs)}")
+        print("mixed:", mixed(servers[1], c, s))
         if not args.no_profile:
             vigil = servers[1]
             for kind in ("unary", "stream"):
