@@ -34,7 +34,8 @@ from loadtest.wrk import LoadResult
 
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
-STREAM_MESSAGES = 16  # requests per streaming call (see the module docstring): a long-lived stream, not a call per request
+# requests per streaming call (see the module docstring): a long-lived stream, not a call per request
+STREAM_MESSAGES = 16
 
 
 def infer_request(model: str, rows: Sequence[Sequence[float]], input_name: str = "X") -> bytes:
@@ -79,7 +80,8 @@ def check_stream(target: str, message: bytes, messages: int) -> None:
         try:
             answers = list(stub.ModelStreamInfer(iter([request] * messages), timeout=10))
         except grpc.RpcError as exc:
-            raise RuntimeError(f"gRPC ModelStreamInfer to {target} failed: {exc.code().name}: {exc.details()}") from None
+            raise RuntimeError(f"gRPC ModelStreamInfer to {target} failed: "
+                               f"{exc.code().name}: {exc.details()}") from None
     failed = [a.error_message for a in answers if a.error_message]
     if len(answers) != messages or failed:
         raise RuntimeError(f"ModelStreamInfer to {target}: {len(answers)} answers to {messages} requests, "

@@ -1,13 +1,14 @@
 """Where a gRPC call's time goes: Vigil's unary and streaming paths next to bare grpcio, one run.
 
-    python -m loadtest.grpc_profile [--seconds 5] [--concurrency 64] [--no-profile]
+    python -m loadtest.grpc_profile [--seconds 5] [--rounds 3] [--concurrency 64] [--no-profile]
 
 Starts Vigil (one worker, gRPC on) and the bare-grpcio ceiling (loadtest/peers/bare_grpc.py),
 both pinned to core 0, loads them in turns with h2load on core 1 (unary ModelInfer, then
-ModelStreamInfer, and Vigil's HTTP /predict with wrk; `--rounds` times, medians printed), then
-HTTP and gRPC at once (batches by the protocols they held), and, unless `--no-profile`, samples Vigil's worker during one more
-unary run with `--gil` (only the thread holding the GIL: the Python work that serializes
-the calls), printing the share of samples per function group. Figures for BENCHMARKS.md.
+ModelStreamInfer, and Vigil's HTTP /predict with wrk; `--rounds` times, medians printed),
+then HTTP and gRPC at once (batches by the protocols they held), and, unless
+`--no-profile`, samples Vigil's worker during one more unary and one more streaming run
+with `py-spy --gil` (only the thread holding the GIL: the Python work that serializes the
+calls), printing the share of samples per function group. Figures for BENCHMARKS.md.
 """
 
 from __future__ import annotations

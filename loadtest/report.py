@@ -79,7 +79,8 @@ def floors(report: BenchReport, top: int = 64) -> list[Floor]:
     stream, bare_grpc = _find(rows, VIGIL_GRPC_STREAM, top), _find(rows, GRPC_CEILING, top)
     if stream and http:
         out.append(Floor(f"gRPC streaming ≥ HTTP throughput at c={top}, p99 ≤ 25 ms, zero errors",
-                         f"{stream.rps:,.0f} vs {http.rps:,.0f} req/s, p99 {stream.p99_ms:.1f} ms, {stream.errors} errors",
+                         f"{stream.rps:,.0f} vs {http.rps:,.0f} req/s, p99 {stream.p99_ms:.1f} ms, "
+                         f"{stream.errors} errors",
                          stream.rps >= http.rps and stream.p99_ms <= 25 and stream.errors == 0))
     if grpc and bare_grpc:
         out.append(Floor(f"gRPC unary ≥ 0.8 × bare grpcio at c={top}, p99 ≤ 25 ms",

@@ -92,7 +92,8 @@ class Calls:
         try:
             prediction = future.result()
             runtime.rows_answered(call.rows, call.bundle)
-            fill_response(call.response, call.request, self.oip, self.oip.outputs_of(call.specs, prediction))
+            outputs = self.oip.outputs_of(call.specs, prediction)
+            fill_response(call.response, call.request, call.bundle.schema, outputs)
             runtime.answered(call.start, "grpc")
         except BaseException as error:
             self._end(call, error)

@@ -12,8 +12,9 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from vigil.schema import ServingSchema
 from serving.errors import RequestError
-from serving.oip.model import OipModel, Output
+from serving.oip.model import Output
 from serving.oip.tensors import Tensor, from_contents, from_raw, to_raw
 
 __all__ = ["authorization", "decode_inputs", "fill_response", "pb"]
@@ -31,9 +32,11 @@ def decode_inputs(request: Any) -> list[Tensor]:
     return [from_contents(t.name, t.datatype, list(t.shape), t.contents) for t in inputs]
 
 
-def fill_response(response: Any, request: Any, oip: OipModel, outputs: list[Output]) -> Any:
-    """Write the answer to `request` into `response` (a ModelInferResponse) and return it."""
-    schema = oip.schema
+def fill_response(response: Any, request: Any, schema: ServingSchema, outputs: list[Output]) -> Any:
+    """Write the answer to `request` into `response` (a ModelInferResponse) and return it.
+
+    `schema` is the answering version's: after a hot swap, requests still in flight on the
+    old version report it."""
     response.model_name = schema.model_name
     response.model_version = schema.model_version
     response.id = request.id
