@@ -105,7 +105,7 @@ class Settings:
         "", ACCESS, "file holding the API token instead (a mounted secret); not together with `VIGIL_API_TOKEN`",
         kind="file")
     predict_token: str = setting(
-        "", ACCESS, "bearer token required on the prediction routes (HTTP and gRPC `ModelInfer`)",
+        "", ACCESS, "bearer token required on the prediction routes (HTTP and gRPC `ModelInfer`, `ModelStreamInfer`)",
         secret=True, shown="none (predictions open)", kind="token")
     predict_token_file: str = setting(
         "", ACCESS, "file holding the predict token instead; not together with `VIGIL_PREDICT_TOKEN`", kind="file")
