@@ -105,6 +105,7 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self.queued_rows = 0
         self._wakeup: asyncio.Event | None = None
+        self._batch: list[_Item] = []  # the batch being collected or run
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -120,10 +121,13 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for item in self._queue:
+        # the batch being collected or run when the consumer was cancelled, then the queue:
+        # every caller gets an answer (gRPC threads wait on these futures, not on a Task)
+        for item in [*self._batch, *self._queue]:
             if not item.future.done():
                 item.future.set_exception(Overloaded("shutting_down", "the server is shutting down"))
         self._queue.clear()
+        self._batch = []
 
     async def submit(self, inputs: dict[str, np.ndarray], rows: int, ids: list[str] | None, model: BatchModel,
                      protocol: str | None = None) -> Prediction:
@@ -166,7 +170,7 @@ class Batcher:
         return item
 
     async def _collect(self) -> list[_Item]:
-        items = [self._pop()]
+        items = self._batch = [self._pop()]
         rows, model = items[0].rows, items[0].model
         deadline = time.monotonic() + self.max_latency_s
         reason = "full"

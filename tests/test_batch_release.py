@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
 from serving.batcher import RELEASE_REASONS, Batcher
+from serving.errors import Overloaded
 from serving.metrics import ServingMetrics
 from serving.model import Prediction
 
@@ -90,3 +93,24 @@ def test_serving_metrics_count_batches_by_protocols_and_release_reason():
     assert value("vigil_batch_queue_wait_seconds_bucket", {"le": "0.005"}) == 2
     assert value("vigil_batch_protocol_rows_sum", {"protocol": "http"}) == 9
     assert value("vigil_batch_protocol_rows_count", {"protocol": "grpc"}) == 2
+
+
+def test_stopping_answers_the_batch_in_flight_too():
+    """Callers that wait on the future (gRPC threads) must not wait forever when the worker stops."""
+    class Slow(Model):
+        executor = ThreadPoolExecutor(1)
+
+        def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
+            time.sleep(0.2)
+            return super().predict(inputs)
+
+    async def body():
+        batcher = Batcher(max_batch_size=8, max_latency_s=0.001, max_queue_rows=100)
+        batcher.start()
+        future = batcher.enqueue({"X": np.zeros((1, 1))}, 1, None, Slow(), "grpc")
+        await asyncio.sleep(0.05)  # the batch is running in the executor now
+        await batcher.stop()
+        return future
+
+    future = asyncio.run(body())
+    assert future.done() and isinstance(future.exception(), Overloaded)
