@@ -11,13 +11,14 @@ which is what the earlier coroutine bridge paid on every request.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from serving.errors import RequestError
+from serving.errors import Overloaded, RequestError
 from serving.oip.grpc_wire import decode_inputs, fill_response
 from serving.oip.model import OipModel
 
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from serving.runtime import Runtime
 
 log = logging.getLogger("bentoml.vigil")
+
+# How long a gRPC thread waits for its answer at most: far above any request (the HTTP
+# routes time out at 3 s), only reached when the worker's loop stopped under it.
+WAIT_LIMIT_S = 60.0
 
 
 class InferCall:
@@ -47,8 +52,11 @@ class InferCall:
         self.on_done = on_done
 
     def wait(self) -> None:
-        """On the gRPC thread: block until the loop answered (ModelInfer calls only)."""
-        self.done.acquire()
+        """On the gRPC thread: block until the loop answered (ModelInfer calls only).
+
+        Bounded, so a worker whose loop stopped mid-call cannot keep the thread forever."""
+        if not self.done.acquire(timeout=WAIT_LIMIT_S):
+            self.error = Overloaded("shutting_down", "the server is shutting down")
 
 
 def _release(call: InferCall) -> None:
@@ -60,10 +68,25 @@ class Calls:
 
     def __init__(self, runtime: Runtime, oip: OipModel, loop: asyncio.AbstractEventLoop) -> None:
         self.runtime, self.oip, self.loop = runtime, oip, loop
+        self._inbox: collections.deque[InferCall] = collections.deque()
+        self._scheduled = False
 
     def submit(self, call: InferCall) -> None:
-        """From a gRPC thread: start `call` on the loop (the one hand-off in)."""
-        self.loop.call_soon_threadsafe(self.start, call)
+        """From a gRPC thread: start `call` on the loop (the one hand-off in).
+
+        Calls arriving while a drain is already scheduled ride along with it: one loop
+        wake-up (a write to its self-pipe) per burst of calls, not one per call.
+        """
+        self._inbox.append(call)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False  # before popping: a call appended from now on schedules a new drain
+        inbox, start = self._inbox, self.start
+        while inbox:
+            start(inbox.popleft())
 
     def start(self, call: InferCall) -> None:
         runtime, oip, request = self.runtime, self.oip, call.request

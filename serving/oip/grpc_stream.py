@@ -24,7 +24,7 @@ import grpc
 
 from vigil import auth
 from serving.errors import RequestError, Unauthorized
-from serving.oip.grpc_calls import Calls, InferCall
+from serving.oip.grpc_calls import WAIT_LIMIT_S, Calls, InferCall
 from serving.oip.grpc_wire import authorization, pb
 
 log = logging.getLogger("bentoml.vigil")
@@ -91,7 +91,8 @@ def _read(calls: Calls, requests: Iterator[Any], answers: queue.SimpleQueue, tok
         log.exception("vigil: reading a ModelStreamInfer stream failed")
     finally:
         for _ in range(STREAM_WINDOW):  # every answer handed out before the stream ends
-            window.acquire()
+            if not window.acquire(timeout=WAIT_LIMIT_S):
+                break  # the loop stopped under us: end the stream instead of waiting forever
         try:
             calls.loop.call_soon_threadsafe(answers.put, _END)  # after the last flush (FIFO)
         except RuntimeError:  # the loop is closed: nothing is left to flush
