@@ -69,6 +69,8 @@ class OipModel:
 
     def __init__(self, runtime: "Runtime") -> None:
         self.runtime = runtime
+        self._specs_of: ServingSchema | None = None
+        self._cached: tuple[bool, list[TensorSpec], list[TensorSpec]] = (True, [], [])
 
     @property
     def schema(self) -> ServingSchema:
@@ -83,7 +85,17 @@ class OipModel:
     @property
     def matrix_input(self) -> bool:
         """True when the model takes one [rows, n_features] numeric input."""
-        return all(f.type != "string" for f in self.schema.features)
+        return self._specs()[0]
+
+    def _specs(self) -> tuple[bool, list[TensorSpec], list[TensorSpec]]:
+        """(matrix input?, input specs, output specs) of the serving schema, built once per version.
+
+        Every request reads them; a hot swap brings a new schema object and so new specs."""
+        schema = self.schema
+        if self._specs_of is not schema:
+            self._cached = _describe(schema)
+            self._specs_of = schema
+        return self._cached
 
     def check(self, name: str, version: str = "") -> None:
         """Refuse (404) a model name or version this server does not serve."""
@@ -99,24 +111,10 @@ class OipModel:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
     def inputs(self) -> list[TensorSpec]:
-        schema = self.schema
-        if self.matrix_input:
-            first = schema.onnx_inputs[0]
-            name = first.name if len(schema.onnx_inputs) == 1 else "input"
-            datatype = _ONNX_TO_OIP[first.type] if first.type in ("float32", "float64") else "FP64"
-            return [TensorSpec(name, datatype, [-1, len(schema.features)])]
-        by_column = {c: spec.type for spec in schema.onnx_inputs for c in spec.columns}
-        return [TensorSpec(f.name, _ONNX_TO_OIP[by_column.get(f.name, "float64")], [-1, 1]) for f in schema.features]
+        return self._specs()[1]
 
     def outputs(self) -> list[TensorSpec]:
-        schema = self.schema
-        if schema.task == "regression":
-            return [TensorSpec("value", "FP32", [-1])]
-        label_type = "BYTES" if any(isinstance(c, str) for c in schema.classes) else "INT64"
-        specs = [TensorSpec("label", label_type, [-1])]
-        if schema.probability_output:
-            specs.append(TensorSpec("probabilities", "FP32", [-1, len(schema.classes)]))
-        return specs
+        return self._specs()[2]
 
     def model_metadata(self) -> dict[str, Any]:
         schema = self.schema
@@ -207,3 +205,25 @@ class OipModel:
         prediction = await future
         self.runtime.rows_answered(parsed.rows, bundle)
         return self.outputs_of(specs, prediction)
+
+
+def _describe(schema: ServingSchema) -> tuple[bool, list[TensorSpec], list[TensorSpec]]:
+    """What `OipModel._specs` caches: the tensor convention applied to one schema."""
+    matrix = all(f.type != "string" for f in schema.features)
+    if matrix:
+        first = schema.onnx_inputs[0]
+        name = first.name if len(schema.onnx_inputs) == 1 else "input"
+        datatype = _ONNX_TO_OIP[first.type] if first.type in ("float32", "float64") else "FP64"
+        inputs = [TensorSpec(name, datatype, [-1, len(schema.features)])]
+    else:
+        by_column = {c: spec.type for spec in schema.onnx_inputs for c in spec.columns}
+        inputs = [TensorSpec(f.name, _ONNX_TO_OIP[by_column.get(f.name, "float64")], [-1, 1])
+                  for f in schema.features]
+    if schema.task == "regression":
+        outputs = [TensorSpec("value", "FP32", [-1])]
+    else:
+        label_type = "BYTES" if any(isinstance(c, str) for c in schema.classes) else "INT64"
+        outputs = [TensorSpec("label", label_type, [-1])]
+        if schema.probability_output:
+            outputs.append(TensorSpec("probabilities", "FP32", [-1, len(schema.classes)]))
+    return matrix, inputs, outputs
