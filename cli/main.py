@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Sequence
@@ -49,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vigil` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The first command on a fresh machine creates the SQLite registry: MLflow and alembic
+    # log each migration at INFO, which reads like output of the command (or of its error).
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

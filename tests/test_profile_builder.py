@@ -364,7 +364,10 @@ def test_the_monitor_reads_the_same_drift_from_either_profile(shift):
     for name, categorical in (("x", False), ("s", True)):
         ours = column_drift(ref, pb.build_view(current), name, categorical, 0.05)
         theirs = column_drift(ref, why(current), name, categorical, 0.05)
-        assert ours.drift == theirs.drift == (shift > 0), name
+        # the same verdict and severity from both; a shift is at least minor drift (how
+        # severe a 0.4 share moved to one category reads depends on the random rows)
+        assert (ours.drift, ours.severity) == (theirs.drift, theirs.severity), name
+        assert (ours.severity != "none") == (shift > 0), (name, ours)
         assert (ours.rows, ours.reference_rows) == (theirs.rows, theirs.reference_rows) == (rows, 3000)
         if categorical:  # frequent items are exact: the very same numbers
             assert (ours.statistic, ours.p_value, ours.effect_size) == (theirs.statistic, theirs.p_value, theirs.effect_size)

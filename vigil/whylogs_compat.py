@@ -8,6 +8,7 @@ this module, never directly, so the shim is always applied first.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,10 @@ def _apply_shim() -> None:
     if not hasattr(np, "unicode_"):
         np.unicode_ = np.str_  # type: ignore[attr-defined]
     os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+    # whylogs logs an INFO line per column for every profile it reads ("Attempting to read
+    # profile file as delimited ..."): at a profile a second per producer that buries the
+    # monitor's own log and costs its CPU. Its warnings still show.
+    logging.getLogger("whylogs").setLevel(logging.WARNING)
 
 
 def whylogs() -> Any:

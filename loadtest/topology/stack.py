@@ -50,10 +50,16 @@ class Topology:
 
 
 def _lifecycle(settings: Settings, recent: Path) -> Settings:
-    """The monitor's lifecycle settings: the alert (not a poll) triggers the retraining."""
+    """The monitor's lifecycle settings: the alert (not a poll) triggers the retraining.
+
+    The drifted rows keep the labels the unshifted ones had, so the right answers moved with
+    the inputs: as in the demo, the gate scores champion and candidate on held-out recent rows
+    (VIGIL_RETRAIN_REFRESH_HOLDOUT), at the default tolerance.
+    """
     return config.replace(
         settings, lifecycle_worker=False, retrain_windows=2, retrain_debounce_seconds=3600, auto_promote=True,
-        retrain_action="local", retrain_data=str(recent), gate_tolerance=0.1, monitor_window_seconds=WINDOW_S)
+        retrain_action="local", retrain_data=str(recent), retrain_refresh_holdout=True,
+        monitor_window_seconds=WINDOW_S)
 
 
 def first_champion(settings: Settings, say: Say) -> str:
