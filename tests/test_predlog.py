@@ -136,6 +136,30 @@ def test_compaction_merges_small_files_and_a_crash_midway_never_double_counts(tm
     assert len(list(partition.glob("part-*.parquet"))) == 1
 
 
+def test_compaction_reads_a_bounded_number_of_rows_and_never_merges_a_full_file_again(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    # Bytes do not bound memory (repetitive rows compress hundreds of times): rows do.
+    monkeypatch.setattr(files, "COMPACT_MIN_FILES", 2)
+    monkeypatch.setattr(files, "COMPACT_SMALL_ROWS", 30)
+    monkeypatch.setattr(files, "COMPACT_MAX_INPUT_ROWS", 40)
+    log = RowLog(tmp_path, flush_seconds=60)
+    for i in range(10):  # ten files of 8 rows
+        log.append(_batch(i))
+        log.flush()
+    partition = next((tmp_path / files.ROWS).glob("model=iris/date=*"))
+
+    import pyarrow.parquet as pq
+
+    def sizes() -> list[int]:
+        return sorted(pq.ParquetFile(p).metadata.num_rows for p in partition.glob("part-*.parquet"))
+
+    assert files.compact(tmp_path, files.ROWS).merged_files == 5  # 40 rows at most per merge
+    assert sizes() == [8, 8, 8, 8, 8, 40]
+    assert files.compact(tmp_path, files.ROWS).merged_files == 5  # the 40-row file is not read again
+    assert sizes() == [40, 40]
+    assert files.compact(tmp_path, files.ROWS).merged_files == 0
+
+
 _CRASH_WRITER = """
 import sys, time, numpy as np
 from pathlib import Path

@@ -35,8 +35,13 @@ REQUIRED = {
 }
 COMPACTED_FROM = b"vigil.compacted_from"
 COMPACT_MIN_FILES = 8  # merge a partition once it holds this many small files...
-COMPACT_SMALL_BYTES = 8 << 20  # ...each below this size...
-COMPACT_MAX_INPUT_BYTES = 128 << 20  # ...reading at most this much per merge (memory bound)
+COMPACT_SMALL_BYTES = 8 << 20  # ...each below this size and
+COMPACT_SMALL_ROWS = 500_000  # ...below this many rows...
+COMPACT_MAX_INPUT_BYTES = 128 << 20  # ...reading at most this much per merge
+# Rows bound memory, bytes do not: repetitive rows compress ~500 x, so 128 MB of files could
+# be 4 million rows in memory, and a merged file still under 8 MB was merged again on every
+# pass (a soak's agent reached 1.9 GB). A merged file of SMALL_ROWS is never read again.
+COMPACT_MAX_INPUT_ROWS = 1_000_000
 _TMP_MAX_AGE_S = 3600  # a temp file this old belongs to a writer that crashed
 _seq = itertools.count()
 
@@ -199,12 +204,15 @@ def compact_partition(directory: Path, kind: str, result: Maintenance | None = N
         found = scan_dir(directory, kind, warn=False)
         for stale in found.superseded:  # a compactor died before deleting its sources
             stale.unlink(missing_ok=True)
-        small, total = [], 0
+        small, total, total_rows = [], 0, 0
         for path in found.files:
             size = path.stat().st_size
-            if size < COMPACT_SMALL_BYTES and total + size <= COMPACT_MAX_INPUT_BYTES:
+            if size >= COMPACT_SMALL_BYTES or total + size > COMPACT_MAX_INPUT_BYTES:
+                continue
+            rows = pq.ParquetFile(path).metadata.num_rows  # the footer only
+            if rows < COMPACT_SMALL_ROWS and total_rows + rows <= COMPACT_MAX_INPUT_ROWS:
                 small.append(path)
-                total += size
+                total, total_rows = total + size, total_rows + rows
         if len(small) < COMPACT_MIN_FILES:
             return result
         table = pa.concat_tables([pq.read_table(p) for p in small], promote_options="permissive")
