@@ -63,7 +63,10 @@ MAX_DRAIN_S = 180.0  # after the saturation: its backlog is far larger
 # where the floor (sustained >= 0.9 x unwatched) is decided.
 RAMP_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 RAMP_STEP_S = 30
-BACKLOG_GROWTH_S = 0.5  # a step may grow the monitor's backlog by this many seconds of its rows
+# A step may grow the monitor's backlog by this many seconds of its rows. Each reading sits
+# anywhere in the agent's 1-s slice cycle (VIGIL_PROFILE_SLICE_SECONDS), so two readings of a
+# pipeline that keeps up differ by up to a slice: 0.5 s alone flagged a step at 40 % load.
+BACKLOG_GROWTH_S = 1.5
 SMOKE = {"minutes": 0.25, "warmup_s": 3.0, "sample_s": 1.0, "max_seconds": 2.0, "ramp_step_s": 2}
 
 
@@ -155,7 +158,7 @@ def _step(target: _Target, rps: float, grpc_share: float, folder: Path, seconds:
     the profile agent gets the whole core and drains several times faster than it ingests
     under load, so a step that fell behind by 10 s still caught up in ~3 s. A pipeline that
     keeps up holds a constant backlog (one linger + one send); one that does not grows it
-    linearly, and half a second's worth of rows over two thirds of a step is the tolerance.
+    linearly; one slice plus half a second's worth of rows over two thirds of a step is the tolerance.
     """
     folder.mkdir(parents=True, exist_ok=True)
     loads = _paced(target, rps * (1 - grpc_share), rps * grpc_share, seconds, folder)
