@@ -129,9 +129,10 @@ class ProfileAgent:
         One multiprocessing put per ~100 ms instead of one per batch: under load the batcher
         makes thousands of small batches a second, and the per-put cost (pickle call,
         semaphore, pipe write, agent wake-up) was what the worker still paid. The agent's
-        own cost is mostly per record (one Arrow table, one slice append): measured at
-        100 / 500 / 2,500 rows a record it was 1.8 / 0.83 / 0.59 µs a row, so at 10k req/s
-        100 ms (~1,000 rows) costs half what 20 ms did. The monitor sees rows in 1-s slices
+        own cost is mostly per record (one Arrow table, one slice append): log append +
+        slices cost 1.4 / 0.7 / 0.5 µs a row at 100 / 500 / 2,500 rows a record
+        (`python -m loadtest.agent_cost`), so at 10k req/s 100 ms (~1,000 rows) costs about
+        half what 20 ms (~200 rows) did. The monitor sees rows in 1-s slices
         either way.
         """
         pending = self._pending
