@@ -4,8 +4,11 @@ Tolerances, stated once: the sketches are KLL with k=1024 (normalised rank error
 at 99 % confidence) and exact frequent items, so
   - KS D within 0.01 of `scipy.stats.ks_2samp`'s, its p-value within a factor 2
     (|log10 ratio| <= 0.3) wherever scipy's p >= 1e-4, and the same decision at 0.001;
-  - Wasserstein within 5 % (relative) of `scipy.stats.wasserstein_distance` (10 % for the
-    coarser normed `distance` the verdict reports);
+  - Wasserstein within 5 % (relative) of `scipy.stats.wasserstein_distance`, or 0.4 % of the
+    reference's standard deviation where the distance itself is that small (a rank error of
+    ~0.3 % moves a bulk quantile by ~0.3 % of sigma, so near zero the error is absolute: the
+    gamma case with W ~ 0.035 measured up to 0.0016 sigma over 40 sketchings); 10 % for the
+    coarser normed `distance` the verdict reports;
   - chi-square, p and Jensen-Shannon equal to scipy's on the same counts (1e-9);
   - PSI within 0.01 + 5 % of a direct numpy computation (deciles of the raw reference);
   - data-quality counts equal to pandas', shares within 0.01.
@@ -56,7 +59,9 @@ def test_sketch_wasserstein_matches_scipy(n, m, shift, seed, family) -> None:
         a, b = rng.gamma(2.0, size=n), rng.gamma(2.0, size=m) + shift
     ref_sketch, cur_sketch = _sketches(a, b)
     expected = stats.wasserstein_distance(a, b)
-    assert dm.wasserstein_from_sketches(ref_sketch, cur_sketch) == pytest.approx(expected, rel=0.05)
+    # KLL compaction is randomised, so each run's sketch differs: the bound holds for any of them
+    assert dm.wasserstein_from_sketches(ref_sketch, cur_sketch) == pytest.approx(
+        expected, rel=0.05, abs=0.004 * np.std(a))
     if family != "normal":
         return
     # the verdict's own normed distance (coarser grid, normed by the spread of the reference quantiles)
