@@ -59,7 +59,7 @@ def test_sketch_wasserstein_matches_scipy(n, m, shift, seed, family) -> None:
         a, b = rng.gamma(2.0, size=n), rng.gamma(2.0, size=m) + shift
     ref_sketch, cur_sketch = _sketches(a, b)
     expected = stats.wasserstein_distance(a, b)
-    # KLL compaction is randomised, so each run's sketch differs: the bound holds for any of them
+    # KLL compaction is randomised, so each run's sketch differs: the bound covers the spread of many sketchings
     assert dm.wasserstein_from_sketches(ref_sketch, cur_sketch) == pytest.approx(
         expected, rel=0.05, abs=0.004 * np.std(a))
     if family != "normal":
