@@ -33,7 +33,11 @@ _RETRYABLE_STATUS = {408, 429}
 # profile (spool, retry) until the token is fixed instead of dropping it.
 _AUTH_STATUS = {401, 403}
 _AUTH_LOG_EVERY_S = 60.0
-_TICK_S = 0.05  # how often the sender looks for due slices and the spool
+# How often the sender looks for due slices and the spool: a quarter of a slice, at most
+# 250 ms. A look costs ~0.25 ms (a spool listing, a gauge write, the wake-up): at the 50 ms
+# it used to be, an idle agent spent 6 ms of CPU a second on it, measured (1-2 ms at 250 ms).
+# flush() and close() wake it at once.
+_TICK_MAX_S, _TICK_MIN_S = 0.25, 0.01
 _REPLAY_CHUNK = 64  # files per replay pass, so fresh batches are not starved
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.2, 5.0
 
@@ -96,6 +100,8 @@ class ProfileStreamer:
         self._pid = 0
         self._stop = threading.Event()
         self._flush_requested = threading.Event()
+        self._wake = threading.Event()  # set by flush() and close(): look now, not at the next tick
+        self._tick_s = min(_TICK_MAX_S, max(_TICK_MIN_S, settings.profile_slice_seconds / 4))
         self._busy = False
         self._spool: Spool | None = None
         self._backoff = _BACKOFF_MIN_S
@@ -138,6 +144,7 @@ class ProfileStreamer:
         """Profile every open slice now and wait until all is delivered (True) or `timeout` passes."""
         deadline = time.monotonic() + timeout
         self._flush_requested.set()
+        self._wake.set()
         while time.monotonic() < deadline:
             with self._slices_lock:
                 open_rows = self._slicer.rows
@@ -146,12 +153,14 @@ class ProfileStreamer:
                 return True
             if not open_rows:
                 self._next_replay = 0.0  # the caller is waiting: retry the spool now
+                self._wake.set()
             time.sleep(0.02)
         return False
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop: open slices are profiled and sent if possible, else spooled."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
         if self._spool is not None:
@@ -173,7 +182,9 @@ class ProfileStreamer:
 
     def _run(self) -> None:
         while True:
-            stopping = self._stop.wait(_TICK_S)
+            self._wake.wait(self._tick_s)
+            self._wake.clear()
+            stopping = self._stop.is_set()
             forced = stopping or self._flush_requested.is_set()
             self._busy = True
             with self._slices_lock:
