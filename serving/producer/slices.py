@@ -91,6 +91,12 @@ class Slicer:
         columns = profiled_columns(batch)
         current.accumulator.append(columns if mask is None else {k: v[mask] for k, v in columns.items()})
 
+    def seconds_to_next(self) -> float | None:
+        """Seconds until the oldest open slice is due by age (None when none is open)."""
+        if not self._open:
+            return None
+        return min(s.opened for s in self._open.values()) + self.slice_seconds - time.monotonic()
+
     def due(self, force: bool = False) -> list[Slice]:
         """Close and return the slices to profile now: old enough, full, window over, or all (`force`)."""
         now, wall = time.monotonic(), time.time()
