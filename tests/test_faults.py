@@ -223,7 +223,7 @@ def test_hung_and_slow_monitor_leave_latency_alone_and_profiles_arrive_exactly_o
     ctx, base = _serve(replace(world, monitor_url=f"http://127.0.0.1:{proxy.port}"), "hung",
                        cores=None if server_core is None else str(server_core))
     # Phases of 1.5 s (1,000+ requests, at least one slice sent each): this VM's neighbours move
-    # a 0.25-s phase's p50 by +-20 %, a 1.5-s phase's far less.
+    # a 0.25-s phase's p50 by up to +-25 %, a 1.5-s phase's far less.
     n, runs, phase_s = 200, 6, 1.5
     sent = 0
     p50: dict[str, list[float]] = {"healthy": [], "hung": [], "slow": []}
