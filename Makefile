@@ -51,8 +51,9 @@ bench: install system-deps
 bench-drift: install
 	$(BIN)/python -m loadtest.drift_bench
 
-# The soak: measure the maximum of the HTTP + gRPC mix with monitoring off, then, watched, climb
-# 30-s steps of it to the sustained maximum (serving + monitoring keeping up; floor 0.9 x off),
+# The soak: measure the burst of the HTTP + gRPC mix with monitoring off, then climb 30-s
+# constant-rate steps of it on the same server watched and unwatched, interleaved, to each one's
+# sustained maximum (watched: serving + monitoring keeping up; floor 0.9 x the unwatched one),
 # then 1 min warm-up + 10 min at 80 % of that; worker RSS, p99 per 10 s, errors, monitor lag.
 # Exit 1 on a missed floor.
 # Writes the Soak section of BENCHMARKS.md + soak.png. SOAK_ARGS e.g. "--minutes 2".

@@ -3,11 +3,13 @@ the monitor streaming — and the verdicts on memory, latency, errors and monito
 
 1. Start Vigil (iris, one worker, gRPC on, every batch profiled and streamed to a real
    monitor), pinned to core 0 with its agent; the monitor and the load generators on core 1.
-2. Measure the maximum of the mix: wrk (HTTP, c=48) and h2load (gRPC, c=16) together;
-   then wait for the monitor to catch up (the time it takes is reported too).
-3. Find the sustained maximum: constant-rate steps at rising shares of that burst until
-   serving + monitoring no longer keep up (the burst starves the profile agent, so it
-   measures serving alone).
+2. Measure the maximum of the mix: wrk (HTTP, c=48) and h2load (gRPC, c=16) together, on the
+   same server with monitoring off (the unwatched burst) and watched; then wait for the
+   monitor to catch up (the time it takes is reported too).
+3. Find the sustained maximum: constant-rate steps at rising shares of the unwatched burst
+   until serving + monitoring no longer keep up (a burst starves the profile agent, so it
+   measures serving alone); the same server with monitoring off climbs the same steps,
+   interleaved, for the unwatched maximum (soak_ramp.py).
 4. Offer `load` × the sustained maximum at a constant rate with the same gRPC share (h2load with
    --rps, the same 48 + 16 clients, interleaved: soak_probe.PacedLoad) for the warm-up
    plus `minutes`, sampling RSS, CPU, the monitor's ingest lag and rows served vs
@@ -20,6 +22,7 @@ the monitor streaming — and the verdicts on memory, latency, errors and monito
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -27,7 +30,6 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,14 +37,13 @@ import pandas as pd
 import psutil
 
 from loadtest.bench import LOAD_CPU, ROOT, started
-from loadtest.grpc_load import GRPC_PATH, check_rpc, frame, run_grpc_load
+from loadtest.grpc_load import check_rpc, run_grpc_load
 from loadtest.servers import VIGIL_HTTP, BenchModel, Server, monitored_server, prepare_models, vigil_server
-from loadtest.soak_probe import (
-    Counters, PacedLoad, find_monitor, monitor_ingest, service_counters, start_paced, take_sample,
+from loadtest.soak_probe import Counters, find_monitor, service_counters, take_sample
+from loadtest.soak_ramp import (
+    GRPC_CLIENTS, HTTP_CLIENTS, MAX_DRAIN_S, RAMP_STEP_S, Side, Target, drain, paced, search, stopped,
 )
-from loadtest.soak_report import (
-    CARRIED_FLOOR, Errors, RampStep, SoakReport, latency_buckets, plot, render, write_section,
-)
+from loadtest.soak_report import Errors, SoakReport, latency_buckets, plot, render, write_section
 from loadtest.wrk import LoadResult, run_wrk
 from vigil import config
 from vigil.config import Settings
@@ -50,39 +51,12 @@ from vigil.procs import free_port
 
 __all__ = ["SoakReport", "run_soak"]
 
-HTTP_CLIENTS, GRPC_CLIENTS = 48, 16  # the max measurement's concurrency; the soak paces the same clients
 # Healthy lag is ~0.2 s (100 ms hand-off to the agent + 100 ms linger + profiling + one POST).
 # 5 s leaves room for scheduling noise on a shared core while staying far below the
 # monitor's 60-s window; a monitor that cannot keep up grows its lag without bound, so
 # it crosses any constant during a 10-minute run.
 LAG_BOUND_S = 5.0
-DRAIN_S = 30.0  # after the load: how long the monitor may take to ingest the last rows
-MAX_DRAIN_S = 180.0  # after the saturation: its backlog is far larger
-# The search for the sustained maximum: shares of the burst maximum, RAMP_STEP_S each.
-# Shares of the unwatched maximum (the same server, monitoring off): finer near the top,
-# where the floor (sustained >= 0.9 x unwatched) is decided.
-RAMP_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
-RAMP_STEP_S = 30
-# A step may grow the monitor's backlog by this many seconds of its rows. Each reading sits
-# anywhere in the agent's 1-s slice cycle (VIGIL_PROFILE_SLICE_SECONDS), so two readings of a
-# pipeline that keeps up differ by up to a slice: 0.5 s alone flagged a step at 40 % load.
-BACKLOG_GROWTH_S = 1.5
 SMOKE = {"minutes": 0.25, "warmup_s": 3.0, "sample_s": 1.0, "max_seconds": 2.0, "ramp_step_s": 2}
-
-
-@dataclass(frozen=True)
-class _Target:
-    """Where the soak sends load and reads counters."""
-
-    server: Server
-    base: str
-    monitor: str
-    monitor_port: int
-    model: tuple[str, str]  # (registered name, version) served: the monitor's labels
-
-    @property
-    def grpc(self) -> str:
-        return f"127.0.0.1:{self.server.grpc_port}"
 
 
 def _validate(minutes: float, load: float, warmup_s: float, sample_s: float) -> None:
@@ -97,7 +71,7 @@ def _validate(minutes: float, load: float, warmup_s: float, sample_s: float) -> 
             raise RuntimeError(f"{tool} not found: apt-get install wrk nghttp2-client")
 
 
-def measure_max(target: _Target, seconds: float) -> tuple[LoadResult, LoadResult]:
+def measure_max(target: Target, seconds: float) -> tuple[LoadResult, LoadResult]:
     """Saturate with both protocols at once: (wrk HTTP c=48, h2load gRPC c=16)."""
     with ThreadPoolExecutor(2) as pool:
         grpc = pool.submit(run_grpc_load, target.grpc, target.server.grpc_message, GRPC_CLIENTS, seconds,
@@ -108,7 +82,7 @@ def measure_max(target: _Target, seconds: float) -> tuple[LoadResult, LoadResult
         return http.result(), grpc.result()
 
 
-def _sample_until_done(report: SoakReport, target: _Target, serve_pid: int, procs: list, t0: float,
+def _sample_until_done(report: SoakReport, target: Target, serve_pid: int, procs: list, t0: float,
                        sample_s: float) -> None:
     monitor = find_monitor(target.monitor_port)
     deadline = t0 + report.duration_s + 60  # h2load stops itself at -D; this only guards a hang
@@ -130,91 +104,13 @@ def _sample_until_done(report: SoakReport, target: _Target, serve_pid: int, proc
         time.sleep(0.1)
 
 
-def _paced(target: _Target, http_rps: float, grpc_rps: float, seconds: int, folder: Path) -> list[PacedLoad]:
-    """Start both constant-rate loads (HTTP /predict and gRPC ModelInfer) from the same clients."""
-    server = target.server
-    (folder / "http.json").write_text(server.body)
-    (folder / "grpc.bin").write_bytes(frame(server.grpc_message))
-    return [
-        start_paced("http", target.base + server.path, folder / "http.json", ["content-type: application/json"],
-                    HTTP_CLIENTS, http_rps, seconds, folder, http1=True, cpu=LOAD_CPU),
-        start_paced("grpc", f"http://{target.grpc}{GRPC_PATH}", folder / "grpc.bin",
-                    ["content-type: application/grpc", "te: trailers"], GRPC_CLIENTS, grpc_rps,
-                    seconds, folder, http1=False, cpu=LOAD_CPU),
-    ]
-
-
-def _backlog(target: _Target) -> float:
-    """Rows served that the monitor has not ingested yet."""
-    served = service_counters(target.base + "/metrics").rows_ok
-    return served - monitor_ingest(target.monitor + "/metrics", *target.model)[0]
-
-
-def _step(target: _Target, rps: float, grpc_share: float, folder: Path, seconds: int) -> RampStep:
-    """Offer `rps` for `seconds`: kept up = ≥ 99 % answered and the monitor's backlog did not grow.
-
-    The backlog (rows served, not yet ingested) is read a third of the way in and at the end,
-    before the drain. Why not judge by the catch-up time after the step: with the load gone,
-    the profile agent gets the whole core and drains several times faster than it ingests
-    under load, so a step that fell behind by 10 s still caught up in ~3 s. A pipeline that
-    keeps up holds a constant backlog (one linger + one send); one that does not grows it
-    linearly; one slice plus half a second's worth of rows over two thirds of a step is the tolerance.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    loads = _paced(target, rps * (1 - grpc_share), rps * grpc_share, seconds, folder)
-    time.sleep(seconds / 3)
-    early = _backlog(target)
-    for proc in (p for load in loads for p in load.procs):
-        proc.wait(timeout=seconds + 60)
-    growth_s = (_backlog(target) - early) / rps
-    answered = sum(load.summary().done for load in loads) / (rps * seconds)
-    _, _, behind = drain(target, timeout=MAX_DRAIN_S)
-    step = RampStep(rps, seconds, answered, behind, answered >= CARRIED_FLOOR and growth_s <= BACKLOG_GROWTH_S,
-                    growth_s)
-    print(f"soak: ramp {rps:,.0f} req/s: {answered:.1%} answered, monitor backlog grew by {growth_s:.2f} s of rows, "
-          f"caught up {behind:.1f} s after the step -> {'kept up' if step.ok else 'did not keep up'}", flush=True)
-    return step
-
-
-def unwatched_maximum(settings: Settings, model: BenchModel, seconds: float, log_dir: Path) -> float:
-    """The maximum of the same mix against the same server with monitoring off (no agent,
-    no prediction log): what watching is measured against."""
-    bare = vigil_server(settings, model, VIGIL_HTTP, free_port, grpc=True)
-    with started(bare, log_dir):
-        target = _Target(bare, f"http://127.0.0.1:{bare.port}", "", 0, ("", ""))
-        http, grpc = measure_max(target, seconds)
-    print(f"soak: unwatched maximum of the mix {http.rps + grpc.rps:,.0f} req/s (HTTP {http.rps:,.0f}, "
-          f"gRPC {grpc.rps:,.0f})", flush=True)
-    return http.rps + grpc.rps
-
-
-def sustained_maximum(target: _Target, burst_rps: float, grpc_share: float, folder: Path,
-                      step_s: int = RAMP_STEP_S) -> tuple[float, list[RampStep]]:
-    """Climb RAMP_SHARES of `burst_rps` (the unwatched maximum), `step_s` each, until a step is
-    not kept up; the last kept-up rate.
-
-    Why not the burst itself: saturating one core starves the profile agent, which buffers
-    and catches up afterwards, so the burst measures serving alone. What a deployment can
-    run at is what serving *and* monitoring keep up with.
-    """
-    steps: list[RampStep] = []
-    for i, share in enumerate(RAMP_SHARES):
-        steps.append(_step(target, share * burst_rps, grpc_share, folder / f"ramp-{i}", step_s))
-        if not steps[-1].ok:
-            break
-    kept = [st.rps for st in steps if st.ok]
-    if not kept:
-        raise RuntimeError(f"serving + monitoring did not keep up even at {steps[0].rps:,.0f} req/s: {steps[0]}")
-    return max(kept), steps
-
-
-def _soak(report: SoakReport, target: _Target, serve_pid: int, tmp: Path, sample_s: float) -> None:
+def _soak(report: SoakReport, target: Target, serve_pid: int, tmp: Path, sample_s: float) -> None:
     """Run both constant-rate h2loads while sampling, then read their logs and the counters."""
     server, seconds = target.server, math.ceil(report.duration_s)
     check_rpc(target.grpc, server.grpc_message)
     before = service_counters(target.base + "/metrics")
     t0 = time.time()
-    loads = _paced(target, report.http_rps, report.grpc_rps, seconds, tmp)
+    loads = paced(target, report.http_rps, report.grpc_rps, seconds, tmp)
     _sample_until_done(report, target, serve_pid, [p for load in loads for p in load.procs], t0, sample_s)
     after = service_counters(target.base + "/metrics")
     http, grpc = (load.summary() for load in loads)
@@ -240,18 +136,7 @@ def _errors(report: SoakReport, frames: dict[str, pd.DataFrame], http_failed: in
                   failed_rows=int(after.rows_failed - before.rows_failed), worker_restarts=max(0, len(pids) - first))
 
 
-def drain(target: _Target, timeout: float = DRAIN_S) -> tuple[float, float, float]:
-    """Wait until the monitor has ingested every row served (or `timeout`): (served, ingested, seconds)."""
-    began = time.monotonic()
-    while True:
-        served = service_counters(target.base + "/metrics").rows_ok
-        ingested, _ = monitor_ingest(target.monitor + "/metrics", *target.model)
-        if ingested >= served or time.monotonic() - began > timeout:
-            return served, ingested, time.monotonic() - began
-        time.sleep(0.5)
-
-
-def _maximum(target: _Target, seconds: float) -> tuple[LoadResult, LoadResult, float]:
+def _maximum(target: Target, seconds: float) -> tuple[LoadResult, LoadResult, float]:
     """The maximum of the mix, then the seconds the monitor needed to catch up with it."""
     max_http, max_grpc = measure_max(target, seconds)
     if max_http.rps <= 0 or max_grpc.rps <= 0:
@@ -273,9 +158,9 @@ def run_soak(settings: Settings, minutes: float = 10.0, load: float = 0.8, warmu
     which is emptied first (registry, monitor state, spools): the user's state is left alone.
 
     The load is `load` x the sustained maximum: the highest of a ramp of constant-rate steps
-    (`ramp_step_s` each) that serving and monitoring kept up with (see `sustained_maximum`).
-    `rate`: offer this many req/s in total instead (the maximum is still measured, for the
-    gRPC share and the report).
+    (`ramp_step_s` each) that serving and monitoring kept up with; the same server with
+    monitoring off climbs the same steps, interleaved (soak_ramp.search), for the floor.
+    `rate`: offer this many req/s in total instead (no search: the maxima are the bursts').
     """
     _validate(minutes, load, warmup_s, sample_s)
     if rate is not None and not rate > 0:
@@ -289,36 +174,44 @@ def run_soak(settings: Settings, minutes: float = 10.0, load: float = 0.8, warmu
     log_dir = soak_settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     model = prepare_models(soak_settings, heavy=False)[0]
-    unwatched = unwatched_maximum(soak_settings, model, max_seconds, log_dir)
-    server = monitored_server(soak_settings, model, free_port, grpc=True)
-    # The monitor is its own deployment (its own pod/host in production): it gets the load
-    # generators' core rather than taking a share of the service's.
-    server.companions = [dataclasses.replace(c, cpu=LOAD_CPU) for c in server.companions]
+    bare, server = _servers(soak_settings, model)
     monitor_port = urlsplit(server.companions[0].ready_url).port
     name, version = model.uri.removeprefix("models:/").split("/")
-    target = _Target(server, f"http://127.0.0.1:{server.port}", f"http://127.0.0.1:{monitor_port}", monitor_port,
-                     (name, version))
-    with started(server, log_dir) as proc, tempfile.TemporaryDirectory(prefix="vigil-soak-") as tmp:
-        max_http, max_grpc, behind = _maximum(target, max_seconds)
-        total = max_http.rps + max_grpc.rps
-        share = max_grpc.rps / total
-        if rate is None:
-            sustained, ramp = sustained_maximum(target, unwatched, share, Path(tmp), ramp_step_s)
-        else:  # an explicit rate skips the search (its "maximum" is then the rate itself)
-            sustained, ramp, load = rate, [], 1.0
-        report = SoakReport(
-            date=time.strftime("%Y-%m-%d %H:%M"), cores=psutil.cpu_count() or 0, load_avg=os.getloadavg(),
-            max_http=max_http, max_grpc=max_grpc, max_catch_up_s=behind, sustained_rps=sustained, load=load,
-            unwatched_rps=unwatched,
-            http_rps=load * sustained * (1 - share), grpc_rps=load * sustained * share, http_clients=HTTP_CLIENTS,
-            grpc_clients=GRPC_CLIENTS, warmup_s=warmup_s, duration_s=warmup_s + minutes * 60,
-            slo_p99_ms=settings.slo_p99_ms, lag_bound_s=LAG_BOUND_S, command=command, ramp=ramp,
-        )
-        print(f"soak: offering {report.http_rps + report.grpc_rps:,.0f} req/s ({load:.0%} of {sustained:,.0f}) for "
-              f"{report.duration_s:.0f} s ({warmup_s:.0f} s warm-up)", flush=True)
-        # h2load's logs: ~30 bytes per request
-        _soak(report, target, proc.pid, Path(tmp), sample_s)
-        report.rows_served, report.rows_ingested, _ = drain(target)
+    target = Target(server, f"http://127.0.0.1:{server.port}", f"http://127.0.0.1:{monitor_port}", monitor_port,
+                    (name, version))
+    with contextlib.ExitStack() as unwatched_run, tempfile.TemporaryDirectory(prefix="vigil-soak-") as tmp:
+        bare_proc = unwatched_run.enter_context(started(bare, log_dir))
+        unwatched = Target(bare, f"http://127.0.0.1:{bare.port}", "", 0, ("", ""))
+        burst_http, burst_grpc = measure_max(unwatched, max_seconds)
+        burst = burst_http.rps + burst_grpc.rps
+        print(f"soak: unwatched maximum of the mix {burst:,.0f} req/s (HTTP {burst_http.rps:,.0f}, "
+              f"gRPC {burst_grpc.rps:,.0f})", flush=True)
+        with started(server, log_dir) as proc:
+            watched_pids = [proc.pid, *(c.pid for c in proc.companions.values())]
+            with stopped([bare_proc.pid]):
+                max_http, max_grpc, behind = _maximum(target, max_seconds)
+            share = max_grpc.rps / (max_http.rps + max_grpc.rps)
+            sides = [Side("unwatched", unwatched, [bare_proc.pid]), Side("watched", target, watched_pids)]
+            if rate is None:
+                search(sides, burst, share, Path(tmp), ramp_step_s)
+                sustained, unwatched_sustained = sides[1].best, sides[0].best
+            else:  # an explicit rate skips the search (its "maximum" is then the rate itself)
+                sustained, unwatched_sustained, load = rate, burst, 1.0
+            unwatched_run.close()  # the soak runs with the watched server alone
+            report = SoakReport(
+                date=time.strftime("%Y-%m-%d %H:%M"), cores=psutil.cpu_count() or 0, load_avg=os.getloadavg(),
+                max_http=max_http, max_grpc=max_grpc, max_catch_up_s=behind, sustained_rps=sustained, load=load,
+                unwatched_rps=unwatched_sustained, unwatched_burst_rps=burst,
+                http_rps=load * sustained * (1 - share), grpc_rps=load * sustained * share,
+                http_clients=HTTP_CLIENTS, grpc_clients=GRPC_CLIENTS, warmup_s=warmup_s,
+                duration_s=warmup_s + minutes * 60, slo_p99_ms=settings.slo_p99_ms, lag_bound_s=LAG_BOUND_S,
+                command=command, ramp=sides[1].steps, unwatched_ramp=sides[0].steps,
+            )
+            print(f"soak: offering {report.http_rps + report.grpc_rps:,.0f} req/s ({load:.0%} of {sustained:,.0f}) "
+                  f"for {report.duration_s:.0f} s ({warmup_s:.0f} s warm-up)", flush=True)
+            # h2load's logs: ~30 bytes per request
+            _soak(report, target, proc.pid, Path(tmp), sample_s)
+            report.rows_served, report.rows_ingested, _ = drain(target)
     report.load_avg = os.getloadavg()
     for floor in report.floors():
         print(f"  [{'ok' if floor.ok else 'MISSED'}] {floor.name}: {floor.value}", flush=True)
@@ -326,3 +219,16 @@ def run_soak(settings: Settings, minutes: float = 10.0, load: float = 0.8, warmu
     write_section(render(report), out)
     print(f"wrote {out} and {report.chart}")
     return report
+
+
+def _servers(settings: Settings, model: BenchModel) -> tuple[Server, Server]:
+    """(the server with monitoring off, the same server watched: agent, prediction log, monitor)."""
+    bare = vigil_server(settings, model, VIGIL_HTTP, free_port, grpc=True)
+    # Both run during the search, and BentoML empties its home's Prometheus directory at every
+    # start: with one home the second start would delete the first one's metric files.
+    bare.env["BENTOML_HOME"] = str(settings.home / "bentoml-unwatched")
+    server = monitored_server(settings, model, free_port, grpc=True)
+    # The monitor is its own deployment (its own pod/host in production): it gets the load
+    # generators' core rather than taking a share of the service's.
+    server.companions = [dataclasses.replace(c, cpu=LOAD_CPU) for c in server.companions]
+    return bare, server

@@ -3,6 +3,7 @@ the floors and where the section lands in BENCHMARKS.md."""
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -33,6 +34,7 @@ def report(**changes) -> SoakReport:
         buckets=[Bucket(float(b), 60000, 2.0, 9.0) for b in range(0, 660, 10)],
         http_requests=3_168_000, grpc_requests=791_000, p50_ms=2.0, p99_ms=9.0,
         rows_served=3_960_000.0, rows_ingested=3_960_000.0, command="vigil soak --minutes 10", unwatched_rps=8000.0,
+        unwatched_burst_rps=9000.0,
     )
     return SoakReport(**{**base, **changes})
 
@@ -89,24 +91,74 @@ def test_rss_growth_compares_medians_of_the_first_and_last_minute_after_warm_up(
     assert math.isnan(rss_growth(samples[:5], warmup_s=60, end_s=660).first_mb)
 
 
-def test_sustained_maximum_is_the_last_step_serving_and_monitoring_kept_up_with(monkeypatch, tmp_path) -> None:
-    import loadtest.soak as soak
+def _fake_steps(monkeypatch, limits: dict[str, float]) -> list[tuple[str, float]]:
+    """Replace the timed step: each side keeps up to its limit; returns (side, rps) in the order run."""
+    import loadtest.soak_ramp as ramp
 
-    offered: list[float] = []
+    offered: list[tuple[str, float]] = []
 
     def step(target, rps, share, folder, seconds):
-        offered.append(rps)
-        kept = rps <= 0.5 * 10_000 + 1e-6  # this pretend deployment keeps up to half the burst
-        return RampStep(rps, seconds, 1.0 if kept else 0.97, 0.5 if kept else 40.0, kept)
+        offered.append((target.name, rps))
+        kept = rps <= limits[target.name] + 1e-6
+        return RampStep(rps, seconds, 1.0 if kept else 0.97, 0.5, kept)
 
-    monkeypatch.setattr(soak, "_step", step)
-    best, steps = soak.sustained_maximum(None, 10_000.0, 0.2, tmp_path, step_s=3)
-    assert best == pytest.approx(5_000.0)
-    assert offered == pytest.approx([3_000.0, 4_000.0, 5_000.0, 6_000.0])  # stops at the first miss
-    assert [st.ok for st in steps] == [True, True, True, False]
-    monkeypatch.setattr(soak, "_step", lambda *a: RampStep(a[1], 3, 0.5, 99.0, False))
-    with pytest.raises(RuntimeError, match="did not keep up"):
-        soak.sustained_maximum(None, 10_000.0, 0.2, tmp_path)
+    monkeypatch.setattr(ramp, "step", step)
+    return offered
+
+
+def sides_of(side: type) -> list:
+    """Two sides whose targets are stand-ins: only their name (for the fake step) and `watched` are read."""
+    return [side("unwatched", SimpleNamespace(name="bare", watched=False), []),
+            side("watched", SimpleNamespace(name="watched", watched=True), [])]
+
+
+def test_the_search_climbs_both_sides_interleaved_then_halves_each_gap(monkeypatch, tmp_path) -> None:
+    from loadtest.soak_ramp import Side, search
+
+    offered = _fake_steps(monkeypatch, {"bare": 7_200.0, "watched": 6_600.0})
+    sides = sides_of(Side)
+    search(sides, 10_000.0, 0.2, tmp_path, step_s=3)
+    # the climb: shares 0.5, 0.6, 0.7, 0.75 of the burst, the order swapping at each share; the
+    # watched side misses at 0.7 and stops, the unwatched one at 0.75
+    assert offered[:7] == [("bare", 5_000), ("watched", 5_000), ("watched", 6_000), ("bare", 6_000),
+                           ("bare", 7_000), ("watched", 7_000), ("bare", 7_500)]
+    # then two halvings per side: unwatched 7,000..7,500 -> 7,250 (no) -> 7,125; watched 6,000..7,000 -> 6,500 -> 6,750 (no)
+    assert offered[7:] == [("bare", 7_250), ("watched", 6_500), ("bare", 7_125), ("watched", 6_750)]
+    assert sides[0].best == 7_125 and sides[1].best == 6_500 and sides[1].missed == 6_750
+
+
+def test_a_side_that_never_misses_is_not_refined_and_one_that_never_keeps_up_is_an_error(monkeypatch,
+                                                                                          tmp_path) -> None:
+    from loadtest.soak_ramp import RAMP_SHARES, Side, search
+
+    offered = _fake_steps(monkeypatch, {"bare": 1e9, "watched": 1e9})
+    sides = sides_of(Side)
+    search(sides, 10_000.0, 0.2, tmp_path, step_s=3)
+    assert len(offered) == 2 * len(RAMP_SHARES) and sides[0].best == sides[1].best == 10_000
+    _fake_steps(monkeypatch, {"bare": 1e9, "watched": 1.0})
+    with pytest.raises(RuntimeError, match="watched: did not keep up"):
+        search(sides_of(Side), 10_000.0, 0.2, tmp_path)
+
+
+def test_the_side_not_measured_is_stopped_for_the_step_and_resumed_after() -> None:
+    import subprocess
+    import sys
+
+    import psutil
+
+    from loadtest.soak_ramp import stopped
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with stopped([child.pid]):
+            assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+            with pytest.raises(ValueError):
+                with stopped([child.pid]):
+                    raise ValueError("a failed step")
+        assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_every_floor_is_met_by_a_clean_run() -> None:
