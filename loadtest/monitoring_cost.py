@@ -2,9 +2,9 @@
 
 Both servers run at once, pinned to the server core (each with its own worker, and the
 watched one with its profile agent and prediction log); the monitor runs on the load
-core, as its own deployment would. Short runs alternate off, on, off, on... at each
-concurrency, so the machine's drift hits both alike; each figure is the median over the
-pairs. CPU per request is the CPU time of the server's whole process tree (and, when
+core, as its own deployment would. Short runs alternate off, on, on, off, off, on... at each
+concurrency, so the machine's drift hits both alike, and the side not loaded is stopped
+(SIGSTOP) meanwhile; each figure is the median over the pairs. CPU per request is the CPU time of the server's whole process tree (and, when
 watched, the monitor's) divided by the requests answered in that run.
 """
 
@@ -18,6 +18,7 @@ from typing import Callable
 import psutil
 
 from loadtest.wrk import run_wrk
+from vigil.procs import stopped
 
 PAIRS = 5
 
@@ -90,9 +91,18 @@ def measure_cost(off: tuple[str, int], on: tuple[str, int, int], body: str, conc
     out = []
     for concurrency in concurrencies:
         at = CostAt(concurrency)
-        for _ in range(pairs):
-            at.off.append(one_run(off[0], body, concurrency, seconds, off[1], None, load_cpu))
-            at.on.append(one_run(on[0], body, concurrency, seconds, on[1], on[2], load_cpu))
+        for pair in range(pairs):
+            # The order swaps every pair, so a drift of the machine within a pair favours neither;
+            # the side not loaded is stopped, so it takes nothing from the one measured, and the
+            # agent's work left over from its run (the last flush, a compaction) is done, and
+            # counted, in its own next run rather than on the other side's time.
+            for side in ("off", "on") if pair % 2 == 0 else ("on", "off"):
+                if side == "off":
+                    with stopped([on[1], on[2]]):
+                        at.off.append(one_run(off[0], body, concurrency, seconds, off[1], None, load_cpu))
+                else:
+                    with stopped([off[1]]):
+                        at.on.append(one_run(on[0], body, concurrency, seconds, on[1], on[2], load_cpu))
         print(f"  monitoring cost c={concurrency}: throughput x{at.throughput_ratio:.3f}, CPU/request "
               f"x{at.cpu_ratio:.3f} (medians of {pairs} pairs)", flush=True)
         out.append(at)
@@ -106,7 +116,8 @@ def render(costs: list[CostAt], seconds: float, pairs: int) -> list[str]:
         "",
         f"The same one-worker server, monitoring off (`VIGIL_PROFILE_STREAM=0`, `VIGIL_PREDICTION_LOG=off`) and "
         f"with Vigil's defaults (every row profiled in slices, streamed to a real monitor, written to the "
-        f"prediction log), both running, alternated {pairs} times per concurrency, {seconds:g} s per run; medians. "
+        f"prediction log), both started, alternated {pairs} times per concurrency (the order swapping every pair, "
+        f"the side not loaded stopped), {seconds:g} s per run; medians. "
         "CPU per request: the server's whole process tree (worker, agent) plus the monitor, per request answered.",
         "",
         "| conc. | off req/s | on req/s | × off | off CPU µs/req | on CPU µs/req (service + monitor) | × off | on p99 ms |",

@@ -41,13 +41,13 @@ from loadtest.grpc_load import check_rpc, run_grpc_load
 from loadtest.servers import VIGIL_HTTP, BenchModel, Server, monitored_server, prepare_models, vigil_server
 from loadtest.soak_probe import Counters, find_monitor, service_counters, take_sample
 from loadtest.soak_ramp import (
-    GRPC_CLIENTS, HTTP_CLIENTS, MAX_DRAIN_S, RAMP_STEP_S, Side, Target, drain, paced, search, stopped,
+    GRPC_CLIENTS, HTTP_CLIENTS, MAX_DRAIN_S, RAMP_STEP_S, Side, Target, drain, paced, search,
 )
 from loadtest.soak_report import Errors, SoakReport, latency_buckets, plot, render, write_section
 from loadtest.wrk import LoadResult, run_wrk
 from vigil import config
 from vigil.config import Settings
-from vigil.procs import free_port
+from vigil.procs import free_port, stopped
 
 __all__ = ["SoakReport", "run_soak"]
 

@@ -14,19 +14,16 @@ monitor takes nothing from the measured one (an idle agent alone costs ~4 ms of 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
-import psutil
 
 from loadtest.bench import LOAD_CPU
 from loadtest.grpc_load import GRPC_PATH, frame
 from loadtest.servers import Server
 from loadtest.soak_probe import PacedLoad, monitor_ingest, service_counters, start_paced
 from loadtest.soak_report import CARRIED_FLOOR, RampStep
+from vigil.procs import stopped
 
 HTTP_CLIENTS, GRPC_CLIENTS = 48, 16  # the max measurement's concurrency; the soak paces the same clients
 DRAIN_S = 30.0  # after the load: how long the monitor may take to ingest the last rows
@@ -137,30 +134,6 @@ def step(target: Target, rps: float, grpc_share: float, folder: Path, seconds: i
     behind = drain(target, timeout=MAX_DRAIN_S)[2] if target.watched else 0.0
     return RampStep(rps, seconds, answered, behind, answered >= CARRIED_FLOOR and growth_s <= BACKLOG_GROWTH_S,
                     growth_s)
-
-
-def _tree(pids: list[int]) -> list[psutil.Process]:
-    procs = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(pid)
-            procs += [root, *root.children(recursive=True)]
-    return procs
-
-
-@contextlib.contextmanager
-def stopped(pids: list[int]) -> Iterator[None]:
-    """SIGSTOP these processes and their children for the block; SIGCONT them after, whatever happens."""
-    procs = _tree(pids)
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.suspend()
-    try:
-        yield
-    finally:
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.resume()
 
 
 def _measure(side: Side, others: list[Side], rps: float, grpc_share: float, folder: Path, seconds: int) -> None:

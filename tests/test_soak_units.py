@@ -143,19 +143,28 @@ def test_a_side_that_never_misses_is_not_refined_and_one_that_never_keeps_up_is_
 def test_the_side_not_measured_is_stopped_for_the_step_and_resumed_after() -> None:
     import subprocess
     import sys
+    import time
 
     import psutil
 
-    from loadtest.soak_ramp import stopped
+    from vigil.procs import stopped
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        def status_soon(wanted: bool) -> bool:  # a signal is delivered asynchronously
+            deadline = time.monotonic() + 5
+            while (psutil.Process(child.pid).status() == psutil.STATUS_STOPPED) != wanted:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
+            return True
+
         with stopped([child.pid]):
-            assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+            assert status_soon(True)
             with pytest.raises(ValueError):
                 with stopped([child.pid]):
                     raise ValueError("a failed step")
-        assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED
+        assert status_soon(False)
     finally:
         child.kill()
         child.wait()
