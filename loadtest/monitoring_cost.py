@@ -4,8 +4,9 @@ Both servers run at once, pinned to the server core (each with its own worker, a
 watched one with its profile agent and prediction log); the monitor runs on the load
 core, as its own deployment would. Short runs alternate off, on, on, off, off, on... at each
 concurrency, so the machine's drift hits both alike, and the side not loaded is stopped
-(SIGSTOP) meanwhile; each figure is the median over the pairs. CPU per request is the CPU time of the server's whole process tree (and, when
-watched, the monitor's) divided by the requests answered in that run.
+(SIGSTOP) meanwhile; each figure is the median over the pairs. CPU per request is the CPU
+time of the server's whole process tree (and, when watched, the monitor's) divided by the
+requests answered in that run.
 """
 
 from __future__ import annotations
@@ -96,13 +97,10 @@ def measure_cost(off: tuple[str, int], on: tuple[str, int, int], body: str, conc
             # the side not loaded is stopped, so it takes nothing from the one measured, and the
             # agent's work left over from its run (the last flush, a compaction) is done, and
             # counted, in its own next run rather than on the other side's time.
-            for side in ("off", "on") if pair % 2 == 0 else ("on", "off"):
-                if side == "off":
-                    with stopped([on[1], on[2]]):
-                        at.off.append(one_run(off[0], body, concurrency, seconds, off[1], None, load_cpu))
-                else:
-                    with stopped([off[1]]):
-                        at.on.append(one_run(on[0], body, concurrency, seconds, on[1], on[2], load_cpu))
+            sides = [(at.off, off[0], off[1], None, [on[1], on[2]]), (at.on, on[0], on[1], on[2], [off[1]])]
+            for runs, url, pid, monitor_pid, idle in sides if pair % 2 == 0 else sides[::-1]:
+                with stopped(idle):
+                    runs.append(one_run(url, body, concurrency, seconds, pid, monitor_pid, load_cpu))
         print(f"  monitoring cost c={concurrency}: throughput x{at.throughput_ratio:.3f}, CPU/request "
               f"x{at.cpu_ratio:.3f} (medians of {pairs} pairs)", flush=True)
         out.append(at)
