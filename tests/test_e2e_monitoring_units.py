@@ -12,9 +12,11 @@ import orjson
 from vigil.schema import Feature, OnnxInput, ServingSchema
 from serving.batcher import Batcher
 from serving.model import Prediction
-from serving.producer.feed import combine, feature_columns
+import serving.producer.feed as feed_module
+from serving.producer.feed import BatchFeed, feature_columns
 from serving.producer.message import batch_message
 from serving.producer.slices import Slicer, view_rows
+from vigil.config import load
 from vigil.served_batch import ServedBatch, widen_float32
 from vigil.whylogs_compat import deserialize
 
@@ -51,18 +53,37 @@ class _Bundle:
                                     [OnnxInput("X", "float32", ["a", "b"])], "label", "probabilities", [0, 1])
 
 
-def test_combine_makes_one_record_per_model_version_with_each_rows_serve_time() -> None:
+def test_the_feed_hands_off_one_record_per_model_version_with_each_rows_serve_time(monkeypatch, tmp_path) -> None:
     v1, v2 = _Bundle("1"), _Bundle("2")
     x = np.array([[1, 2], [3, 4]], dtype=np.float32)
-
-    def served(t: float, model: _Bundle, rows: int, ids: list[str]):
-        return (t, model, {"X": x[:rows]}, Prediction(np.arange(rows), np.full((rows, 2), 0.5)), ids)
-
-    records = combine([served(10.0, v1, 2, ["a", "b"]), served(10.5, v2, 1, ["z"]), served(11.0, v1, 1, ["c"])])
-    assert [(r.version, r.ids()) for r in records] == [("1", ["a", "b", "c"]), ("2", ["z"])]
+    clock = iter([10.0, 10.5, 11.0])
+    monkeypatch.setattr(feed_module.time, "time", lambda: next(clock))
+    feed = BatchFeed(load({"VIGIL_HOME": str(tmp_path)}))  # its agent is never started here
+    for model, rows, ids in ((v1, 2, ["a", "b"]), (v2, 1, ["z"]), (v1, 1, ["c"])):
+        feed({"X": x[:rows]}, Prediction(np.arange(rows), np.full((rows, 2), 0.5)), ids, model)
+    x[:] = -1  # the batch's own arrays may be reused: the feed kept copies
+    batches, records = feed.take()
+    assert batches == 3 and [(r.version, r.ids()) for r in records] == [("1", ["a", "b", "c"]), ("2", ["z"])]
     first = records[0]
     assert first.columns["b"].tolist() == [2, 4, 2] and first.scores.shape == (3, 2)
+    assert first.predictions.tolist() == [0, 1, 0]
     assert first.served_at().tolist() == [10.0, 10.0, 11.0] and first.timestamp == 10.0
+    assert feed.take() == (0, [])  # taken once
+
+
+def test_the_feed_grows_past_its_first_buffer_and_keeps_every_row_in_order(tmp_path) -> None:
+    model = _Bundle("1")
+    feed = BatchFeed(load({"VIGIL_HOME": str(tmp_path)}))
+    sent = 0
+    while sent < 3 * feed_module._FIRST_CAPACITY:
+        n = 1 + sent % 37
+        block = np.arange(sent, sent + n, dtype=np.float32).repeat(2).reshape(n, 2)
+        feed({"X": block}, Prediction(np.arange(sent, sent + n), None), [str(i) for i in range(sent, sent + n)], model)
+        sent += n
+    _, (record,) = feed.take()
+    assert record.rows == sent and record.scores is None
+    assert record.columns["a"].tolist() == list(range(sent)) and record.ids() == [str(i) for i in range(sent)]
+    assert record.predictions.tolist() == list(range(sent))
 
 
 def _batch(ts: float, n: int, model: str = "m") -> ServedBatch:

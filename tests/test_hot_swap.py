@@ -307,18 +307,16 @@ def test_batches_never_mix_models_and_report_the_serving_model() -> None:
 
 def test_profiles_carry_the_version_that_served_the_batch(tmp_path: Path) -> None:
     from serving.bundle import load_bundle
-    from serving.producer.feed import BatchFeed, combine
+    from serving.producer.feed import BatchFeed
     from serving.source import ModelFolder
 
     settings = load({"VIGIL_HOME": str(tmp_path)})
     built = build_iris(tmp_path / "iris", version="1")
     bundle = load_bundle(settings, ModelFolder(built.folder, "models:/iris/7", "7"))
-    feed = BatchFeed(settings)
-    sent: list = []
-    feed.agent = SimpleNamespace(submit=sent.append)  # the agent process is not under test here
+    feed = BatchFeed(settings)  # its agent process is never started: not under test here
     inputs = {"X": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)}
     feed(inputs, bundle.predict(inputs), ["a"], bundle)
     # a folder served without a registry version reports the schema's own
     local = load_bundle(settings, ModelFolder(built.folder, str(built.folder)))
     feed(inputs, local.predict(inputs), ["b"], local)
-    assert [(b.model, b.version, b.ids()) for b in combine(sent)] == [("iris", "7", ["a"]), ("iris", "1", ["b"])]
+    assert [(b.model, b.version, b.ids()) for b in feed.take()[1]] == [("iris", "7", ["a"]), ("iris", "1", ["b"])]

@@ -1,8 +1,8 @@
 """The worker's half of the profile agent: start it, feed it, restart it, stop it.
 
 Profiling and JSON building in a thread of the serving worker would cost ~30 % of its
-throughput (measured: GIL contention with the event loop). So the worker only appends
-each served batch (small numpy arrays) to a deque; a thread hands them to a bounded
+throughput (measured: GIL contention with the event loop). So the worker only copies
+each served batch's rows into column arrays (feed.py); a thread hands them to a bounded
 multiprocessing queue every 100 ms, as one item; a separate process (agent_process.py,
 started with the spawn context so it shares nothing with the worker's threads and event
 loop) does the rest.
@@ -21,7 +21,6 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
 from typing import Any, Callable
 
 from vigil.config import Settings
@@ -57,17 +56,16 @@ def _mark_dead(pid: int) -> None:
 
 
 class ProfileAgent:
-    """Owns one agent process; `submit` is the only call on the request path."""
+    """Owns one agent process and the thread that hands it what the worker served."""
 
-    def __init__(self, settings: Settings, combine: Callable[[list[Any]], list[ServedBatch]]) -> None:
+    def __init__(self, settings: Settings, take: Callable[[], tuple[int, list[ServedBatch]]]) -> None:
         self.settings = settings
-        self._combine = combine  # served items -> one record per model version (feed.py)
+        self._take = take  # what was served since the last call: (batches, records) (feed.py)
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._queue: Any = None
         self._spill: Any = None
         self._metrics: HandOffMetrics | None = None
-        self._pending: deque[Any] = deque()  # served, not handed over yet
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._restart_at = 0.0
@@ -117,11 +115,6 @@ class ProfileAgent:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._launched = time.monotonic()
 
-    # -- request path ---------------------------------------------------------------
-    def submit(self, served: Any) -> None:
-        """Remember one served batch for the next hand-off (a deque append: never blocks, never raises)."""
-        self._pending.append(served)
-
     # -- hand-off thread ------------------------------------------------------------
     def _hand_off(self) -> None:
         """Put what was served since the last hand-off into the agent's queue as one item.
@@ -135,12 +128,10 @@ class ProfileAgent:
         half what 20 ms (~200 rows) did. The monitor sees rows in 1-s slices
         either way.
         """
-        pending = self._pending
-        served = [pending.popleft() for _ in range(len(pending))]
-        if not served:
+        batches, items = self._take()
+        if not items:
             return
-        self.counts["submitted"] += len(served)
-        items = self._combine(served)
+        self.counts["submitted"] += batches
         inbox = self._queue  # read once: supervision may swap it
         if inbox is not None:
             try:
