@@ -138,6 +138,9 @@ def _watching(report: BenchReport, settings: Settings, model: BenchModel, log_di
     from loadtest import monitor_scale, monitoring_cost
 
     off = vigil_server(settings, model, VIGIL_HTTP, free_port)
+    # Its own BentoML home: BentoML empties its Prometheus directory at every start, and the
+    # watched server starts second.
+    off.env["BENTOML_HOME"] = str(settings.home / "bentoml-unwatched")
     on = monitored_server(settings, model, free_port)
     on.companions[0] = dataclasses.replace(on.companions[0], cpu=LOAD_CPU)  # the monitor: its own deployment
     concurrencies = [16] if smoke else [16, 64]

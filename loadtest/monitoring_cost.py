@@ -4,9 +4,11 @@ Both servers run at once, pinned to the server core (each with its own worker, a
 watched one with its profile agent and prediction log); the monitor runs on the load
 core, as its own deployment would. Short runs alternate off, on, on, off, off, on... at each
 concurrency, so the machine's drift hits both alike, and the side not loaded is stopped
-(SIGSTOP) meanwhile; each figure is the median over the pairs. CPU per request is the CPU
-time of the server's whole process tree (and, when watched, the monitor's) divided by the
-requests answered in that run.
+(SIGSTOP) meanwhile; each figure is the median over the pairs. One run of each side
+first is thrown away: the agent's start (its whylogs import takes ~2 s of CPU) is paid once
+per process, not per request. CPU per request is the CPU time of the server's whole process
+tree (and, when watched, the monitor's) divided by the requests answered in that run; the
+watched tree is also split into its worker and its agent.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Callable
 
 import psutil
 
+from loadtest.soak_probe import serving_tree
 from loadtest.wrk import run_wrk
 from vigil.procs import stopped
 
-PAIRS = 5
+PAIRS = 7
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,16 @@ class Run:
     requests: int
     errors: int
     p99_ms: float
-    server_cpu_s: float
+    server_cpu_s: float  # the whole tree: `bentoml serve`, its worker, the worker's agent
     monitor_cpu_s: float
+    agent_cpu_s: float = 0.0  # the agents' part of server_cpu_s
 
     @property
     def cpu_us_per_request(self) -> float:
         return (self.server_cpu_s + self.monitor_cpu_s) / max(1, self.requests) * 1e6
+
+    def us_per_request(self, cpu_s: float) -> float:
+        return cpu_s / max(1, self.requests) * 1e6
 
 
 @dataclass
@@ -79,17 +86,22 @@ def one_run(url: str, body: str, concurrency: int, seconds: float, server_pid: i
             load_cpu: int) -> Run:
     """Load one server with wrk; the CPU its process tree (and the monitor) spent meanwhile."""
     tree = _tree(server_pid)  # the agent is a child of the worker, the worker of `bentoml serve`
+    agents = serving_tree(server_pid)[1]
     monitor = [psutil.Process(monitor_pid)] if monitor_pid else []
-    server_before, monitor_before = _cpu_seconds(tree), _cpu_seconds(monitor)
+    before = [_cpu_seconds(group) for group in (tree, monitor, agents)]
     result = run_wrk(url, body, concurrency, seconds, cpu=load_cpu)
-    return Run(result.rps, result.requests, result.errors, result.p99_ms, _cpu_seconds(tree) - server_before,
-               _cpu_seconds(monitor) - monitor_before)
+    server, monitor_s, agent = (_cpu_seconds(group) - b for group, b in zip((tree, monitor, agents), before))
+    return Run(result.rps, result.requests, result.errors, result.p99_ms, server, monitor_s, agent)
 
 
 def measure_cost(off: tuple[str, int], on: tuple[str, int, int], body: str, concurrencies: list[int],
                  seconds: float, load_cpu: int, pairs: int = PAIRS) -> list[CostAt]:
     """Alternate runs of the `off` server (url, pid) and the `on` server (url, pid, monitor pid)."""
     out = []
+    warm_up = [(off[0], off[1], None, [on[1], on[2]]), (on[0], on[1], on[2], [off[1]])]
+    for url, pid, monitor_pid, idle in warm_up:  # not counted
+        with stopped(idle):
+            one_run(url, body, concurrencies[0], seconds, pid, monitor_pid, load_cpu)
     for concurrency in concurrencies:
         at = CostAt(concurrency)
         for pair in range(pairs):
@@ -114,20 +126,23 @@ def render(costs: list[CostAt], seconds: float, pairs: int) -> list[str]:
         "",
         f"The same one-worker server, monitoring off (`VIGIL_PROFILE_STREAM=0`, `VIGIL_PREDICTION_LOG=off`) and "
         f"with Vigil's defaults (every row profiled in slices, streamed to a real monitor, written to the "
-        f"prediction log), both started, alternated {pairs} times per concurrency (the order swapping every pair, "
-        f"the side not loaded stopped), {seconds:g} s per run; medians. "
-        "CPU per request: the server's whole process tree (worker, agent) plus the monitor, per request answered.",
+        f"prediction log), both started, one warm-up run each, then alternated {pairs} times per concurrency (the "
+        f"order swapping every pair, the side not loaded stopped), {seconds:g} s per run; medians. "
+        "CPU per request: the server's whole process tree (worker, agent) plus the monitor, per request answered; "
+        "the watched side also split into worker + agent + monitor (medians of each, so they need not add up).",
         "",
-        "| conc. | off req/s | on req/s | × off | off CPU µs/req | on CPU µs/req (service + monitor) | × off | on p99 ms |",
+        "| conc. | off req/s | on req/s | × off | off CPU µs/req | on CPU µs/req (worker + agent + monitor) | × off "
+        "| on p99 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for at in costs:
-        on_service = at.median(at.on, lambda r: r.server_cpu_s / max(1, r.requests) * 1e6)
-        on_monitor = at.median(at.on, lambda r: r.monitor_cpu_s / max(1, r.requests) * 1e6)
+        on_worker = at.median(at.on, lambda r: r.us_per_request(r.server_cpu_s - r.agent_cpu_s))
+        on_agent = at.median(at.on, lambda r: r.us_per_request(r.agent_cpu_s))
+        on_monitor = at.median(at.on, lambda r: r.us_per_request(r.monitor_cpu_s))
         lines.append(
             f"| {at.concurrency} | {at.median(at.off, lambda r: r.rps):,.0f} | {at.median(at.on, lambda r: r.rps):,.0f} "
             f"| {at.throughput_ratio:.3f} | {at.median(at.off, lambda r: r.cpu_us_per_request):.0f} "
-            f"| {at.median(at.on, lambda r: r.cpu_us_per_request):.0f} ({on_service:.0f} + {on_monitor:.1f}) "
+            f"| {at.median(at.on, lambda r: r.cpu_us_per_request):.0f} ({on_worker:.0f} + {on_agent:.1f} + {on_monitor:.1f}) "
             f"| {at.cpu_ratio:.3f} | {at.median(at.on, lambda r: r.p99_ms):.2f} |")
     return lines
 
