@@ -82,6 +82,7 @@ class RampStep:
     catch_up_s: float  # after the step: until the monitor had ingested every row served
     ok: bool
     backlog_growth_s: float = 0.0  # growth of rows served-not-ingested during the step, in seconds of its rate
+    retried: bool = False  # a miss that was run again at once: the next step's verdict counts instead
 
 
 @dataclass
@@ -298,7 +299,7 @@ def _steps(steps: list[RampStep], backlog: bool = False) -> str:
         return "no search: --rate"
     each = ", ".join(f"{st.rps:,.0f} ({st.answered:.1%} answered"
                      + (f", backlog {st.backlog_growth_s:+.1f} s" if backlog else "")
-                     + f"{'' if st.ok else ': no'})" for st in steps)
+                     + f"{'' if st.ok else (': no, retried' if st.retried else ': no')})" for st in steps)
     return f"{steps[0].seconds} s each: {each}"
 
 

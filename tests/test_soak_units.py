@@ -119,12 +119,38 @@ def test_the_search_climbs_both_sides_interleaved_then_halves_each_gap(monkeypat
     sides = sides_of(Side)
     search(sides, 10_000.0, 0.2, tmp_path, step_s=3)
     # the climb: shares 0.5, 0.6, 0.7, 0.75 of the burst, the order swapping at each share; the
-    # watched side misses at 0.7 and stops, the unwatched one at 0.75
-    assert offered[:7] == [("bare", 5_000), ("watched", 5_000), ("watched", 6_000), ("bare", 6_000),
-                           ("bare", 7_000), ("watched", 7_000), ("bare", 7_500)]
-    # then two halvings per side: unwatched 7,000..7,500 -> 7,250 (no) -> 7,125; watched 6,000..7,000 -> 6,500 -> 6,750 (no)
-    assert offered[7:] == [("bare", 7_250), ("watched", 6_500), ("bare", 7_125), ("watched", 6_750)]
+    # watched side misses at 0.7 twice running and stops, the unwatched one at 0.75
+    assert offered[:9] == [("bare", 5_000), ("watched", 5_000), ("watched", 6_000), ("bare", 6_000),
+                           ("bare", 7_000), ("watched", 7_000), ("watched", 7_000), ("bare", 7_500), ("bare", 7_500)]
+    # then two halvings per side: unwatched 7,000..7,500 -> 7,250 (no, twice) -> 7,125; watched
+    # 6,000..7,000 -> 6,500 -> 6,750 (no, twice)
+    assert offered[9:] == [("bare", 7_250), ("bare", 7_250), ("watched", 6_500), ("bare", 7_125),
+                           ("watched", 6_750), ("watched", 6_750)]
     assert sides[0].best == 7_125 and sides[1].best == 6_500 and sides[1].missed == 6_750
+    assert [st.retried for st in sides[1].steps if not st.ok] == [True, False, True, False]
+
+
+def test_a_miss_that_keeps_up_on_its_retry_does_not_stop_the_climb(monkeypatch, tmp_path) -> None:
+    from loadtest.soak_ramp import RAMP_SHARES, Side, search
+
+    offered = _fake_steps(monkeypatch, {"bare": 1e9, "watched": 1e9})
+    import loadtest.soak_ramp as ramp
+
+    steady = ramp.step
+    unlucky = {("watched", 6_000.0)}  # one bad step: its first run misses, its retry keeps up
+
+    def step(target, rps, share, folder, seconds):
+        result = steady(target, rps, share, folder, seconds)
+        if (target.name, rps) in unlucky:
+            unlucky.discard((target.name, rps))
+            return RampStep(rps, seconds, 0.9, 0.5, False)
+        return result
+
+    monkeypatch.setattr(ramp, "step", step)
+    sides = sides_of(Side)
+    search(sides, 10_000.0, 0.2, tmp_path, step_s=3)
+    assert offered.count(("watched", 6_000)) == 2 and len(offered) == 2 * len(RAMP_SHARES) + 1
+    assert sides[1].missed is None and sides[1].best == 10_000
 
 
 def test_a_side_that_never_misses_is_not_refined_and_one_that_never_keeps_up_is_an_error(monkeypatch,
