@@ -33,11 +33,30 @@ GRAFANA_HINT = ("Grafana: add Prometheus as a data source and import deploy/graf
                 "Prometheus: prometheus --config.file=deploy/prometheus/prometheus.yml (deploy/README.md)")
 
 
+# The SIGTERM the demo received, if any. The handler raises SystemExit, but an exception
+# raised by a signal handler can be swallowed where the signal lands (a __del__, a
+# library's broad `except`); CI saw a terminated demo run on and exit 0. So every
+# narrated line checks again, and the exit code says the demo was stopped.
+_terminated: list[int] = []
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    _terminated.append(signum)
+    raise SystemExit(128 + signum)
+
+
+def _raise_if_terminated() -> None:
+    if _terminated:
+        raise SystemExit(128 + _terminated[0])
+
+
 def _step(text: str) -> None:
+    _raise_if_terminated()
     print(f"\n==> {text}", flush=True)
 
 
 def _say(text: str) -> None:
+    _raise_if_terminated()
     print(f"    {text}", flush=True)
 
 
@@ -86,11 +105,8 @@ def run_demo(settings: Settings, requests_count: int = 200, window_seconds: int 
         print(f"\ndemo stopped: {exc}", flush=True)
         return 1
     _closing(result, report)
+    _raise_if_terminated()
     return 0 if result.failures == 0 else 1
-
-
-def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _first_champion(settings: Settings) -> None:

@@ -141,3 +141,21 @@ def test_a_stopped_demo_leaves_no_process_behind(tmp_path: Path) -> None:
         assert not alive, f"still running after the demo stopped: {[p.cmdline()[:3] for p in alive]}"
     finally:
         _stop_with_children(demo) if demo.poll() is None else None
+
+
+def test_a_sigterm_whose_exit_was_swallowed_still_stops_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SystemExit a SIGTERM raises can be swallowed where it lands; the next narrated line re-raises it."""
+    import signal
+
+    from demo import story
+
+    monkeypatch.setattr(story, "_terminated", [])
+    try:
+        story._stop_on_sigterm(signal.SIGTERM, None)
+    except SystemExit:
+        pass  # swallowed, as a broad `except` or a __del__ would
+    with pytest.raises(SystemExit) as stopped:
+        story._say("the demo goes on")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    with pytest.raises(SystemExit):
+        story._step("next step")
