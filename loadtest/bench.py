@@ -126,6 +126,7 @@ def run_bench(settings: Settings, *, smoke: bool = False, seconds: float = 15.0,
         _watching(report, bench_settings, iris, log_dir, seconds=3.0 if smoke else 10.0, smoke=smoke)
     add_ratios(report.rows)
     out = out or ROOT / "BENCHMARKS.md"
+    out.parent.mkdir(parents=True, exist_ok=True)  # an --out folder that does not exist yet
     chart = None if smoke or not report.rows else plot(report.rows, out.with_name("benchmarks.png"))
     write_markdown(render(report, chart, SERVER_CPU, LOAD_CPU), out)
     print(f"wrote {out}" + (f" and {chart}" if chart else ""))

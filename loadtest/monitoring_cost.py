@@ -5,8 +5,9 @@ watched one with its profile agent and prediction log); the monitor runs on the 
 core, as its own deployment would. Short runs alternate off, on, on, off, off, on... at each
 concurrency, so the machine's drift hits both alike, and the side not loaded is stopped
 (SIGSTOP) meanwhile; each figure is the median over the pairs. One run of each side
-first is thrown away: the agent's start (its whylogs import takes ~2 s of CPU) is paid once
-per process, not per request. CPU per request is the CPU time of the server's whole process
+first is thrown away, and then the watched side is left idle until its agents and monitor
+have gone quiet: an agent's start (its whylogs import, ~0.8 s of CPU) is paid once per
+process, not per request, and niced behind a loaded worker it can take 20 s of wall time. CPU per request is the CPU time of the server's whole process
 tree (and, when watched, the monitor's) divided by the requests answered in that run; the
 watched tree is also split into its worker and its agent.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +27,7 @@ from loadtest.wrk import run_wrk
 from vigil.procs import stopped
 
 PAIRS = 7
+QUIET_CPU_S = 0.01  # "quiet": less than this much CPU in the last half second
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,20 @@ def one_run(url: str, body: str, concurrency: int, seconds: float, server_pid: i
     return Run(result.rps, result.requests, result.errors, result.p99_ms, server, monitor_s, agent)
 
 
+def wait_quiet(pids: list[int], timeout: float = 60.0) -> float:
+    """Wait until these processes (and their children) spend almost no CPU; returns the seconds waited."""
+    start = time.monotonic()
+    groups = [_tree(pid) for pid in pids]
+    last = sum(_cpu_seconds(group) for group in groups)
+    while time.monotonic() - start < timeout:
+        time.sleep(0.5)
+        now = sum(_cpu_seconds(group) for group in groups)
+        if now - last < QUIET_CPU_S:
+            break
+        last = now
+    return time.monotonic() - start
+
+
 def measure_cost(off: tuple[str, int], on: tuple[str, int, int], body: str, concurrencies: list[int],
                  seconds: float, load_cpu: int, pairs: int = PAIRS) -> list[CostAt]:
     """Alternate runs of the `off` server (url, pid) and the `on` server (url, pid, monitor pid)."""
@@ -102,6 +119,8 @@ def measure_cost(off: tuple[str, int], on: tuple[str, int, int], body: str, conc
     for url, pid, monitor_pid, idle in warm_up:  # not counted
         with stopped(idle):
             one_run(url, body, concurrencies[0], seconds, pid, monitor_pid, load_cpu)
+    waited = wait_quiet([on[1], on[2]])
+    print(f"  monitoring cost: the watched side went quiet {waited:.1f} s after its warm-up", flush=True)
     for concurrency in concurrencies:
         at = CostAt(concurrency)
         for pair in range(pairs):
@@ -126,7 +145,8 @@ def render(costs: list[CostAt], seconds: float, pairs: int) -> list[str]:
         "",
         f"The same one-worker server, monitoring off (`VIGIL_PROFILE_STREAM=0`, `VIGIL_PREDICTION_LOG=off`) and "
         f"with Vigil's defaults (every row profiled in slices, streamed to a real monitor, written to the "
-        f"prediction log), both started, one warm-up run each, then alternated {pairs} times per concurrency (the "
+        f"prediction log), both started, one warm-up run each (the watched side then left idle until its agent "
+        f"and monitor are quiet), then alternated {pairs} times per concurrency (the "
         f"order swapping every pair, the side not loaded stopped), {seconds:g} s per run; medians. "
         "CPU per request: the server's whole process tree (worker, agent) plus the monitor, per request answered; "
         "the watched side also split into worker + agent + monitor (medians of each, so they need not add up).",

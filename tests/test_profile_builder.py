@@ -373,3 +373,30 @@ def test_the_monitor_reads_the_same_drift_from_either_profile(shift):
             assert (ours.statistic, ours.p_value, ours.effect_size) == (theirs.statistic, theirs.p_value, theirs.effect_size)
         else:  # KS D from two KLLs of the same rows: within the sketches' error
             assert ours.statistic == pytest.approx(theirs.statistic, abs=4 * EPS)
+
+
+def test_whylogs_imported_without_its_unused_sklearn_extras_profiles_the_same(tmp_path) -> None:
+    """A fresh one-thread process skips sklearn in whylogs' import, profiles the same, and can still import sklearn."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fresh.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np, pandas as pd\n"
+        "from vigil.whylogs_compat import profile\n"
+        "rng = np.random.default_rng(3)\n"
+        "frame = pd.DataFrame({'x': rng.normal(size=300), 'k': rng.choice(['a', 'b', 'c'], 300)})\n"
+        "blob = profile(frame).serialize()\n"
+        "assert 'sklearn' not in sys.modules, 'whylogs pulled sklearn in'\n"
+        "import sklearn.cluster, sklearn.metrics.pairwise  # still importable after\n"
+        "sys.stdout.buffer.write(blob)\n")
+    fresh = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stderr.decode()[-2000:]
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "k": rng.choice(["a", "b", "c"], 300)})
+    import sklearn  # noqa: F401  (here whylogs imports its extras: the reference)
+
+    here, there = profile(frame).to_pandas(), deserialize(fresh.stdout).to_pandas()
+    assert list(there.index) == ["k", "x"] and there.shape == here.shape
+    pd.testing.assert_frame_equal(there.sort_index(axis=1), here.sort_index(axis=1))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +32,31 @@ def _apply_shim() -> None:
     logging.getLogger("whylogs").setLevel(logging.WARNING)
 
 
+# whylogs' stubs import these for its experimental embedding metrics, which Vigil does not
+# use; they pull in sklearn and scipy: 1.0-1.3 s of the 1.6-2.0 s of CPU whylogs took to
+# import (measured), paid by every worker's profile agent at start, niced on the serving core.
+_UNUSED_EXTRAS = ("sklearn.cluster", "sklearn.decomposition", "sklearn.metrics.pairwise")
+
+
 def whylogs() -> Any:
     """The `whylogs` module, with the numpy 2 shim applied."""
     _apply_shim()
-    import whylogs as why
-
+    # Hide the extras only where no one else can be importing them meanwhile (one thread) and
+    # no one has (sklearn not loaded): an entry of None makes `import x` fail, and whylogs
+    # falls back to its stubs; the entries are removed after, so a later import works. (No
+    # shortcut on "whylogs" in sys.modules: another thread may be half-way through importing
+    # it, and `import` is what waits for that one to finish.)
+    hidden = []
+    if threading.active_count() == 1 and "sklearn" not in sys.modules and "whylogs" not in sys.modules:
+        hidden = [name for name in _UNUSED_EXTRAS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import whylogs as why
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
     return why
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from vigil.config import Settings, apply_to_process
 from vigil.served_batch import ServedBatch, decode
+from vigil.whylogs_compat import whylogs
 
 log = logging.getLogger("bentoml.vigil.agent")
 STOP = None  # the worker's stop message
@@ -168,6 +169,9 @@ def run_agent(settings: Settings, inbox: Any, parent_pid: int, worker_index: str
     # Background work: when it shares a core with the serving worker, serving goes first
     # (a backlog queues up, then spills to disk, and is caught up when load drops).
     os.nice(10)
+    # whylogs first, while this process has one thread: its import can then skip the parts
+    # Vigil does not use (vigil/whylogs_compat.py).
+    whylogs()
     apply_to_process(settings)
     from serving.process_metrics import start_sampling
 
