@@ -123,7 +123,7 @@ def run_bench(settings: Settings, *, smoke: bool = False, seconds: float = 15.0,
                                          cpu=LOAD_CPU)
         print(f"  memory: {report.memory} growth {report.memory.growth:+.1%}", flush=True)
     if monitoring:
-        _watching(report, bench_settings, iris, log_dir, seconds=3.0 if smoke else 10.0, smoke=smoke)
+        _watching(report, bench_settings, iris, log_dir, seconds=3.0 if smoke else 5.0, smoke=smoke)
     add_ratios(report.rows)
     out = out or ROOT / "BENCHMARKS.md"
     out.parent.mkdir(parents=True, exist_ok=True)  # an --out folder that does not exist yet
@@ -138,20 +138,28 @@ def _watching(report: BenchReport, settings: Settings, model: BenchModel, log_di
     """What monitoring costs (off vs defaults, paired) and one monitor under a fleet of producers."""
     from loadtest import monitor_scale, monitoring_cost
 
-    off = vigil_server(settings, model, VIGIL_HTTP, free_port)
-    # Its own BentoML home: BentoML empties its Prometheus directory at every start, and the
-    # watched server starts second.
-    off.env["BENTOML_HOME"] = str(settings.home / "bentoml-unwatched")
-    on = monitored_server(settings, model, free_port)
-    on.companions[0] = dataclasses.replace(on.companions[0], cpu=LOAD_CPU)  # the monitor: its own deployment
     concurrencies = [16] if smoke else [16, 64]
     pairs = 2 if smoke else monitoring_cost.PAIRS
-    with started(off, log_dir) as off_proc, started(on, log_dir) as on_proc:
-        monitor_pid = on_proc.companions["monitor"].pid
-        costs = monitoring_cost.measure_cost((f"http://127.0.0.1:{off.port}{off.path}", off_proc.pid),
-                                             (f"http://127.0.0.1:{on.port}{on.path}", on_proc.pid, monitor_pid),
-                                             off.body, concurrencies, seconds, LOAD_CPU, pairs)
-    report.sections.append(monitoring_cost.render(costs, seconds, pairs))
+    instances = 1 if smoke else monitoring_cost.INSTANCES
+    measured = []
+    for _ in range(instances):
+        off = vigil_server(settings, model, VIGIL_HTTP, free_port)
+        # Its own BentoML home: BentoML empties its Prometheus directory at every start, and the
+        # watched server starts second.
+        off.env["BENTOML_HOME"] = str(settings.home / "bentoml-unwatched")
+        on = monitored_server(settings, model, free_port)
+        on.companions[0] = dataclasses.replace(on.companions[0], cpu=LOAD_CPU)  # the monitor: its own deployment
+        with started(off, log_dir) as off_proc, started(on, log_dir) as on_proc:
+            monitor_pid = on_proc.companions["monitor"].pid
+            measured.append(monitoring_cost.measure_cost(
+                (f"http://127.0.0.1:{off.port}{off.path}", off_proc.pid),
+                (f"http://127.0.0.1:{on.port}{on.path}", on_proc.pid, monitor_pid),
+                off.body, concurrencies, seconds, LOAD_CPU, pairs))
+    costs = monitoring_cost.pooled(measured)
+    for at in costs:
+        print(f"  monitoring cost c={at.concurrency}, {instances} process pair(s) pooled: throughput "
+              f"x{at.throughput_ratio:.3f}, CPU/request x{at.cpu_ratio:.3f}", flush=True)
+    report.sections.append(monitoring_cost.render(costs, seconds, pairs, instances))
     report.extra_floors += [Floor(*row) for row in monitoring_cost.floors(costs)]
     scale = monitor_scale.run_scale(producers=16, rows=13_500, seconds=10.0 if smoke else 60.0, monitor_cpu=SERVER_CPU)
     print(f"  scale-out: {scale.summary()}", flush=True)
