@@ -7,9 +7,10 @@ concurrency, so the machine's drift hits both alike, and the side not loaded is 
 (SIGSTOP) meanwhile; each figure is the median over the pairs. One run of each side
 first is thrown away, and then the watched side is left idle until its agents and monitor
 have gone quiet: an agent's start (its whylogs import, ~0.8 s of CPU) is paid once per
-process, not per request, and niced behind a loaded worker it can take 20 s of wall time. CPU per request is the CPU time of the server's whole process
-tree (and, when watched, the monitor's) divided by the requests answered in that run; the
-watched tree is also split into its worker and its agent.
+process, not per request, and niced behind a loaded worker it took over 16 s of wall time.
+CPU per request is the CPU time of the server's whole process tree (and, when watched, the
+monitor's) divided by the requests answered in that run; the watched tree is also split
+into its worker and its agent.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def whylogs() -> Any:
     # shortcut on "whylogs" in sys.modules: another thread may be half-way through importing
     # it, and `import` is what waits for that one to finish.)
     hidden = []
-    if threading.active_count() == 1 and "sklearn" not in sys.modules and "whylogs" not in sys.modules:
+    if "whylogs" not in sys.modules and "sklearn" not in sys.modules and threading.active_count() == 1:
         hidden = [name for name in _UNUSED_EXTRAS if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]
