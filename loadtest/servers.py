@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +134,16 @@ def bare_grpc_server(settings: Settings, model: BenchModel, free_port: Callable[
 
 def monitored_server(settings: Settings, model: BenchModel, free_port: Callable[[], int],
                      grpc: bool = False) -> Server:
-    """Vigil streaming every batch's profile to a real monitor process (started first); `grpc` as in vigil_server."""
+    """Vigil streaming every batch's profile to a real monitor process (started first); `grpc` as in vigil_server.
 
+    Called right before the server starts: it empties the prediction log and the spools of
+    any earlier run, so the run measures this server's own rows. (Left in
+    place, one agent's first compaction merged 358,692 rows of an earlier run's log inside a
+    measured run and doubled its CPU per request.)
+    """
+    for leftover in (settings.prediction_log_dir or settings.home / "predictions", settings.spool_dir,
+                     settings.raw_spool_dir):
+        shutil.rmtree(leftover, ignore_errors=True)
     monitor_port = free_port()
     monitor_url = f"http://127.0.0.1:{monitor_port}"
     settings = config.replace(settings, monitor_url=monitor_url, monitor_port=monitor_port)
