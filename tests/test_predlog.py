@@ -62,6 +62,40 @@ def test_every_row_once_atomic_and_duckdb_agrees_with_pandas(tmp_path: Path) -> 
     assert (latest["label"], bool(latest["outcome"]), latest["value"]) == ("2", False, 99.0)  # the latest label wins
 
 
+def test_one_flush_holds_versions_whose_columns_differ(tmp_path: Path) -> None:
+    # A hot swap inside one flush: version 2 drops feature "a", adds "c" and answers in text.
+    log = RowLog(tmp_path, flush_seconds=60)
+    log.append(_batch(0, rows=3))
+    log.append(ServedBatch("iris", "2", {"b": np.array([1.5, 2.5]), "c": np.array([7, 8])}, np.array(["x", "y"]),
+                           request_ids=["v2-0", "v2-1"], batch_id="v2", timestamp=T0 + 1))
+    log.append(_batch(1, rows=2))
+    assert log.flush() == 7
+    frame, _ = query.query(tmp_path, "SELECT request_id, version, a, b, c, prediction, batch_id FROM served "
+                                     "ORDER BY request_id")
+    assert frame["request_id"].tolist() == ["b0-0", "b0-1", "b0-2", "b1-0", "b1-1", "v2-0", "v2-1"]
+    assert frame["version"].tolist() == ["1"] * 5 + ["2"] * 2
+    assert frame["batch_id"].tolist() == ["b0"] * 3 + ["b1"] * 2 + ["v2"] * 2
+    assert frame["a"][:5].notna().all() and frame["a"][5:].isna().all()
+    assert frame["c"][:5].isna().all() and frame["c"][5:].tolist() == [7, 8]
+    assert frame["prediction"].tolist()[5:] == ["x", "y"]
+    assert np.allclose(frame["b"][5:], [1.5, 2.5])
+
+
+def test_compaction_merges_only_files_of_like_columns(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(files, "COMPACT_MIN_FILES", 2)
+    log = RowLog(tmp_path, flush_seconds=60)
+    text = ServedBatch("iris", "2", {"b": np.array([1.5])}, np.array(["x"]), request_ids=["v2-0"], batch_id="v2",
+                       timestamp=T0)
+    for batch in (_batch(0), text, _batch(1)):
+        log.append(batch)
+        log.flush()
+    assert files.compact(tmp_path, files.ROWS).merged_files == 2  # the two version-1 files
+    partition = next((tmp_path / files.ROWS).glob("model=iris/date=*"))
+    assert sorted(files.level(p) for p in partition.glob("part-*.parquet")) == [0, 1]
+    frame, _ = query.query(tmp_path, "SELECT COUNT(*) AS n FROM served")
+    assert frame["n"][0] == 17
+
+
 def test_sampling_keeps_all_under_the_limit_then_records_rates_that_reweight(tmp_path: Path) -> None:
     log = RowLog(tmp_path, flush_seconds=60, max_rows_per_second=100, seed=3)
     # 10 s at 40 rows/s (under the limit), then 10 s at 800 rows/s.
@@ -158,6 +192,37 @@ def test_compaction_reads_a_bounded_number_of_rows_and_never_merges_a_full_file_
     assert files.compact(tmp_path, files.ROWS).merged_files == 5  # the 40-row file is not read again
     assert sizes() == [40, 40]
     assert files.compact(tmp_path, files.ROWS).merged_files == 0
+
+
+def test_compaction_merges_files_of_one_level_only_so_a_busy_log_rewrites_each_row_once(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    monkeypatch.setattr(files, "COMPACT_MIN_FILES", 3)
+    log = RowLog(tmp_path, flush_seconds=60)
+    partition = None
+
+    def flush(n: int, start: int) -> None:
+        nonlocal partition
+        for i in range(start, start + n):
+            log.append(_batch(i))
+            log.flush()
+        partition = next((tmp_path / files.ROWS).glob("model=iris/date=*"))
+
+    def levels() -> list[int]:
+        return sorted(files.level(p) for p in partition.glob("part-*.parquet"))
+
+    flush(3, 0)
+    assert files.compact(tmp_path, files.ROWS).merged_files == 3
+    assert levels() == [1]
+    flush(3, 3)  # the merged file is not read again with the next flushes
+    assert files.compact(tmp_path, files.ROWS).merged_files == 3
+    assert levels() == [1, 1]
+    flush(3, 6)
+    assert files.compact(tmp_path, files.ROWS).merged_files == 3  # the three level-1 files wait for the next pass
+    assert levels() == [1, 1, 1]
+    assert files.compact(tmp_path, files.ROWS).merged_files == 3
+    assert levels() == [2]
+    frame, _ = query.query(tmp_path, "SELECT COUNT(*) AS n, COUNT(DISTINCT request_id) AS d FROM served")
+    assert frame["n"][0] == frame["d"][0] == 9 * 8
 
 
 _CRASH_WRITER = """

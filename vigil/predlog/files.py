@@ -34,7 +34,16 @@ REQUIRED = {
     LABELS: {"request_id", "label", "labelled_at"},
 }
 COMPACTED_FROM = b"vigil.compacted_from"
-COMPACT_MIN_FILES = 8  # merge a partition once it holds this many small files...
+# Size tiers, as in an LSM tree's size-tiered compaction: a flushed file is level 0, a merge
+# of level-L files is level L + 1, and only files of one level are merged together. Merging
+# every small file regardless (as before) re-read each merged file with the next minute's
+# flushes: at 7,000 rows/s every row was rewritten twice, ~1 µs of the agent's CPU a row each
+# time (read 0.45 + write 0.55, measured on 5-s iris flushes). With tiers a busy partition
+# rewrites each row once, a quiet one a few times (8 x more rows per level). Files merge only
+# with files of the same columns and types (a model version with other features, or text
+# labels after numeric ones, has its own files).
+COMPACTION_LEVEL = b"vigil.compaction_level"
+COMPACT_MIN_FILES = 8  # merge a level once it holds this many small files...
 COMPACT_SMALL_BYTES = 8 << 20  # ...each below this size and
 COMPACT_SMALL_ROWS = 500_000  # ...below this many rows...
 COMPACT_MAX_INPUT_BYTES = 128 << 20  # ...reading at most this much per merge
@@ -126,11 +135,11 @@ class Scan:
     superseded: list[Path] = field(default_factory=list)  # merged already; left by a crash
 
 
-_footers: dict[tuple[str, int, int], tuple[set[str], list[str]]] = {}
+_footers: dict[tuple[str, int, int], tuple[set[str], list[str], int, tuple[tuple[str, str], ...]]] = {}
 
 
-def _footer(path: Path) -> tuple[set[str], list[str]]:
-    """Column names and compacted-from list of a Parquet file (cached by size + mtime)."""
+def _footer(path: Path) -> tuple[set[str], list[str], int, tuple[tuple[str, str], ...]]:
+    """Column names, compacted-from list, compaction level and column types of a Parquet file (cached by size + mtime)."""
     import pyarrow.parquet as pq
 
     st = path.stat()
@@ -139,8 +148,21 @@ def _footer(path: Path) -> tuple[set[str], list[str]]:
         schema = pq.read_schema(path)
         meta = schema.metadata or {}
         sources = json.loads(meta[COMPACTED_FROM]) if COMPACTED_FROM in meta else []
-        _footers[key] = (set(schema.names), sources)
+        # A merged file written before levels existed counts as level 1.
+        level = int(meta[COMPACTION_LEVEL]) if COMPACTION_LEVEL in meta else (1 if sources else 0)
+        _footers[key] = (set(schema.names), sources, level, tuple((f.name, str(f.type)) for f in schema))
     return _footers[key]
+
+
+def level(path: Path) -> int:
+    """How many merges a file's rows went through (0: written by a flush)."""
+    return _footer(path)[2]
+
+
+def _tier(path: Path) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """What a file merges with: its level, and the same columns of the same types."""
+    _, _, depth, columns = _footer(path)
+    return depth, columns
 
 
 def _candidates(base: Path) -> Iterable[Path]:
@@ -160,7 +182,7 @@ def scan_dir(base: Path, kind: str, warn: bool = True) -> Scan:
     superseded: set[Path] = set()
     for path in _candidates(base):
         try:
-            columns, sources = _footer(path)
+            columns, sources, _, _ = _footer(path)
         except FileNotFoundError:  # compacted or expired meanwhile
             continue
         except Exception as exc:  # not Parquet, truncated, unreadable
@@ -210,27 +232,40 @@ def compact_partition(directory: Path, kind: str, result: Maintenance | None = N
         found = scan_dir(directory, kind, warn=False)
         for stale in found.superseded:  # a compactor died before deleting its sources
             stale.unlink(missing_ok=True)
-        small, total, total_rows = [], 0, 0
+        tiers: dict[tuple[int, Any], list[Path]] = {}
         for path in found.files:
-            size = path.stat().st_size
-            if size >= COMPACT_SMALL_BYTES or total + size > COMPACT_MAX_INPUT_BYTES:
+            tiers.setdefault(_tier(path), []).append(path)
+        for tier in sorted(tiers):  # one merge per tier and pass: memory stays bounded
+            small = _small_files(tiers[tier])
+            if len(small) < COMPACT_MIN_FILES:
                 continue
-            rows = pq.ParquetFile(path).metadata.num_rows  # the footer only
-            if rows < COMPACT_SMALL_ROWS and total_rows + rows <= COMPACT_MAX_INPUT_ROWS:
-                small.append(path)
-                total, total_rows = total + size, total_rows + rows
-        if len(small) < COMPACT_MIN_FILES:
-            return result
-        table = pa.concat_tables([pq.read_table(p) for p in small], promote_options="permissive")
-        names = json.dumps([p.name for p in small]).encode()
-        write_table(table.replace_schema_metadata(None), directory, {COMPACTED_FROM: names})
-        for path in small:
-            path.unlink(missing_ok=True)
-        result.merged_files += len(small)
-        result.written_files += 1
+            table = pa.concat_tables([pq.read_table(p) for p in small])
+            names = json.dumps([p.name for p in small]).encode()
+            write_table(table.replace_schema_metadata(None), directory,
+                        {COMPACTED_FROM: names, COMPACTION_LEVEL: str(tier[0] + 1).encode()})
+            for path in small:
+                path.unlink(missing_ok=True)
+            result.merged_files += len(small)
+            result.written_files += 1
         return result
     finally:
         os.close(lock)
+
+
+def _small_files(paths: list[Path]) -> list[Path]:
+    """The files of one level worth merging, oldest first, within the per-merge limits."""
+    import pyarrow.parquet as pq
+
+    small, total, total_rows = [], 0, 0
+    for path in paths:
+        size = path.stat().st_size
+        if size >= COMPACT_SMALL_BYTES or total + size > COMPACT_MAX_INPUT_BYTES:
+            continue
+        rows = pq.ParquetFile(path).metadata.num_rows  # the footer only
+        if rows < COMPACT_SMALL_ROWS and total_rows + rows <= COMPACT_MAX_INPUT_ROWS:
+            small.append(path)
+            total, total_rows = total + size, total_rows + rows
+    return small
 
 
 def compact(root: Path, kind: str) -> Maintenance:
