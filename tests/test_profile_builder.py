@@ -400,3 +400,31 @@ def test_whylogs_imported_without_its_unused_sklearn_extras_profiles_the_same(tm
     here, there = profile(frame).to_pandas(), deserialize(fresh.stdout).to_pandas()
     assert list(there.index) == ["k", "x"] and there.shape == here.shape
     pd.testing.assert_frame_equal(there.sort_index(axis=1), here.sort_index(axis=1))
+
+
+def test_components_read_back_through_reused_classes_read_and_merge_as_whylogs_own(monkeypatch) -> None:
+    import copy
+
+    from whylogs.core.metrics.metric_components import MetricComponent
+
+    from vigil import whylogs_compat
+
+    columns = CASES["iris serving shape"]()
+    columns["s"] = _labels(4096, with_none=True)
+    blob = pb.build_view(columns, dataset_timestamp=1_700_000_000.0).serialize()
+    ours = merge(deserialize(blob), deserialize(blob))
+    classes = len(whylogs_compat._component_classes)
+    again = merge(ours, deserialize(blob))
+    assert len(whylogs_compat._component_classes) == classes  # no class made per read
+    component = again.get_column("f0").get_metric("distribution").kll
+    assert copy.deepcopy(component).value.get_n() == component.value.get_n() == 3 * 4096
+    monkeypatch.setattr(MetricComponent, "from_protobuf", whylogs_compat.whylogs_from_protobuf)
+    theirs = merge(deserialize(blob), deserialize(blob))
+    assert type(theirs.get_column("f0").get_metric("counts").n) is not type(
+        deserialize(blob).get_column("f0").get_metric("counts").n)  # whylogs' own: a class per read
+    pd.testing.assert_frame_equal(deserialize(blob).to_pandas(), whylogs_compat.deserialize(blob).to_pandas())
+    for name in columns:  # a KLL merge flips coins: quantiles within KLL's error, the rest exactly
+        assert facts(ours, name) == facts(theirs, name), name
+        if name not in ("prediction", "s"):
+            values = original_widen(columns[name]) if columns[name].dtype == np.float32 else columns[name]
+            assert_quantiles(ours, theirs, name, np.concatenate([values, values]))
