@@ -96,6 +96,47 @@ def test_compaction_merges_only_files_of_like_columns(tmp_path: Path, monkeypatc
     assert frame["n"][0] == 17
 
 
+def test_fresh_files_are_lz4_compacted_ones_zstd_and_only_filtered_columns_keep_statistics(tmp_path: Path,
+                                                                                            monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(files, "COMPACT_MIN_FILES", 2)
+    log = RowLog(tmp_path, flush_seconds=60)
+    for i in range(2):
+        log.append(_batch(i))
+        log.flush()
+    partition = next((tmp_path / files.ROWS).glob("model=iris/date=*"))
+
+    def layout(path: Path) -> tuple[set[str], set[str]]:
+        group = pq.ParquetFile(path).metadata.row_group(0)
+        columns = [group.column(j) for j in range(group.num_columns)]
+        return {c.compression for c in columns}, {c.path_in_schema for c in columns if c.is_stats_set}
+
+    for fresh in partition.glob("part-*.parquet"):
+        codecs, with_stats = layout(fresh)
+        assert codecs == {"LZ4"}
+        assert with_stats == {"request_id", "batch_id", "model", "version", "task", "served_at"}
+    assert files.compact(tmp_path, files.ROWS).merged_files == 2
+    (merged,) = partition.glob("part-*.parquet")
+    codecs, with_stats = layout(merged)
+    assert codecs == {"ZSTD"} and "request_id" in with_stats and "a" not in with_stats
+    frame, _ = query.query(tmp_path, "SELECT request_id, a FROM served ORDER BY request_id")
+    assert frame["request_id"].tolist() == sorted(f"b{i}-{j}" for i in range(2) for j in range(8))
+    expected = np.concatenate([_batch(i).columns["a"] for i in range(2)])
+    assert np.allclose(np.sort(frame["a"]), np.sort(expected), rtol=1e-6)
+
+
+def test_request_ids_that_are_not_text_are_logged_as_their_text(tmp_path: Path) -> None:
+    log = RowLog(tmp_path, flush_seconds=60)
+    odd = ServedBatch("iris", "1", {"b": np.array([1.0, 2.0, 3.0])}, np.array([0, 1, 2]), request_ids=[7, None, "x"],
+                      batch_id="odd", timestamp=T0)
+    log.append(_batch(0, rows=2))
+    log.append(odd)
+    assert log.flush() == 5
+    frame, _ = query.query(tmp_path, "SELECT request_id FROM served ORDER BY request_id")
+    assert frame["request_id"].tolist() == sorted(["b0-0", "b0-1", "7", "None", "x"])
+
+
 def test_sampling_keeps_all_under_the_limit_then_records_rates_that_reweight(tmp_path: Path) -> None:
     log = RowLog(tmp_path, flush_seconds=60, max_rows_per_second=100, seed=3)
     # 10 s at 40 rows/s (under the limit), then 10 s at 800 rows/s.
