@@ -428,3 +428,19 @@ def test_components_read_back_through_reused_classes_read_and_merge_as_whylogs_o
         if name not in ("prediction", "s"):
             values = original_widen(columns[name]) if columns[name].dtype == np.float32 else columns[name]
             assert_quantiles(ours, theirs, name, np.concatenate([values, values]))
+
+
+def test_profiles_serialize_in_memory_to_the_same_bytes_as_through_a_temporary_file(monkeypatch) -> None:
+    import tempfile
+
+    from whylogs.core.view import dataset_profile_view
+
+    from vigil import whylogs_compat
+
+    columns = CASES["iris serving shape"]()
+    view = pb.build_view(columns, dataset_timestamp=1_700_000_000.0)
+    assert dataset_profile_view.tempfile is whylogs_compat._InMemory  # applied by importing through the shim
+    ours = view.serialize()
+    monkeypatch.setattr(dataset_profile_view, "tempfile", tempfile)  # whylogs' own: a file on disk
+    assert view.serialize() == ours
+    assert deserialize(ours).get_column("f0").to_summary_dict()["counts/n"] == len(columns["f0"])
