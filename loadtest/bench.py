@@ -142,14 +142,16 @@ def _watching(report: BenchReport, settings: Settings, model: BenchModel, log_di
     pairs = 2 if smoke else monitoring_cost.PAIRS
     instances = 1 if smoke else monitoring_cost.INSTANCES
     measured = []
-    for _ in range(instances):
+    for instance in range(instances):
         off = vigil_server(settings, model, VIGIL_HTTP, free_port)
-        # Its own BentoML home: BentoML empties its Prometheus directory at every start, and the
-        # watched server starts second.
+        # Its own BentoML home: BentoML empties its Prometheus directory at every start.
         off.env["BENTOML_HOME"] = str(settings.home / "bentoml-unwatched")
         on = monitored_server(settings, model, free_port)
         on.companions[0] = dataclasses.replace(on.companions[0], cpu=LOAD_CPU)  # the monitor: its own deployment
-        with started(off, log_dir) as off_proc, started(on, log_dir) as on_proc:
+        # Which side starts first swaps every instance, so start order favours neither.
+        first, second = (off, on) if instance % 2 == 0 else (on, off)
+        with started(first, log_dir) as first_proc, started(second, log_dir) as second_proc:
+            off_proc, on_proc = (first_proc, second_proc) if first is off else (second_proc, first_proc)
             monitor_pid = on_proc.companions["monitor"].pid
             measured.append(monitoring_cost.measure_cost(
                 (f"http://127.0.0.1:{off.port}{off.path}", off_proc.pid),
@@ -159,7 +161,7 @@ def _watching(report: BenchReport, settings: Settings, model: BenchModel, log_di
     for at in costs:
         print(f"  monitoring cost c={at.concurrency}, {instances} process pair(s) pooled: throughput "
               f"x{at.throughput_ratio:.3f}, CPU/request x{at.cpu_ratio:.3f}", flush=True)
-    report.sections.append(monitoring_cost.render(costs, seconds, pairs, instances))
+    report.sections.append(monitoring_cost.render(costs, seconds, pairs, instances, measured))
     report.extra_floors += [Floor(*row) for row in monitoring_cost.floors(costs)]
     scale = monitor_scale.run_scale(producers=16, rows=13_500, seconds=10.0 if smoke else 60.0, monitor_cpu=SERVER_CPU)
     print(f"  scale-out: {scale.summary()}", flush=True)

@@ -27,12 +27,14 @@ from loadtest.soak_probe import serving_tree
 from loadtest.wrk import run_wrk
 from vigil.procs import stopped
 
-PAIRS = 5
+PAIRS = 3
 # Fresh processes this many times: two identical unwatched servers measured this way (an A/A)
-# came out 0.950 x and, with both started again, 1.057 x in throughput: one process's own
-# luck (memory layout, hash seed) moves the ratio by about the floor's 5 %, so the pairs of
-# several process pairs are pooled.
-INSTANCES = 3
+# came out 0.950 x and, with both started again, 1.057 x in throughput, and on a noisier day
+# 0.97-0.93 x three times running: one process's own luck (memory layout, hash seed) moves the
+# ratio by about the floor's 5 %, more than the pairs within one process pair do. So the
+# budget goes to more process pairs (6 x 3 pairs, rather than 3 x 5), pooled, with the start
+# order swapped every instance.
+INSTANCES = 6
 QUIET_CPU_S = 0.01  # "quiet": less than this much CPU in the last half second
 
 
@@ -155,8 +157,9 @@ def pooled(instances: list[list[CostAt]]) -> list[CostAt]:
     return list(out.values())
 
 
-def render(costs: list[CostAt], seconds: float, pairs: int, instances: int = 1) -> list[str]:
-    """The BENCHMARKS.md section: the table and the floors."""
+def render(costs: list[CostAt], seconds: float, pairs: int, instances: int = 1,
+           by_instance: list[list[CostAt]] | None = None) -> list[str]:
+    """The BENCHMARKS.md section: the table (and, given `by_instance`, each process pair's ratios)."""
     lines = [
         "### What watching costs",
         "",
@@ -182,6 +185,12 @@ def render(costs: list[CostAt], seconds: float, pairs: int, instances: int = 1) 
             f"| {at.throughput_ratio:.3f} | {at.median(at.off, lambda r: r.cpu_us_per_request):.0f} "
             f"| {at.median(at.on, lambda r: r.cpu_us_per_request):.0f} ({on_worker:.0f} + {on_agent:.1f} + {on_monitor:.1f}) "
             f"| {at.cpu_ratio:.3f} | {at.median(at.on, lambda r: r.p99_ms):.2f} |")
+    if by_instance and len(by_instance) > 1:
+        lines.append("")
+        for at in costs:
+            each = [one for costs_of in by_instance for one in costs_of if one.concurrency == at.concurrency]
+            lines.append(f"Each process pair at c={at.concurrency} (throughput × off / CPU per request × off): "
+                         + ", ".join(f"{one.throughput_ratio:.3f} / {one.cpu_ratio:.3f}" for one in each) + ".")
     return lines
 
 

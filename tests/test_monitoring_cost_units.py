@@ -21,3 +21,12 @@ def test_pairs_of_several_process_pairs_are_pooled_per_concurrency() -> None:
     rows = floors(costs)
     assert rows[0][2] is False and rows[0][1] == "0.900 ×"
     assert "3 time(s) over with fresh processes" in " ".join(render(costs, 5.0, 5, 3))
+
+
+def test_each_process_pairs_ratios_are_listed_under_the_pooled_table() -> None:
+    lucky = [CostAt(16, off=[_run(100, 1.0)] * 2, on=[_run(105, 1.0)] * 2)]
+    unlucky = [CostAt(16, off=[_run(100, 1.0)] * 3, on=[_run(90, 1.0)] * 3)]
+    text = "\n".join(render(pooled([lucky, unlucky]), 5.0, 3, 2, [lucky, unlucky]))
+    assert "Each process pair at c=16" in text
+    assert "1.050 / 0.952, 0.900 / 1.111" in text  # in the order they ran
+    assert "Each process pair" not in "\n".join(render(pooled([lucky]), 5.0, 3, 1, [lucky]))
